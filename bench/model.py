@@ -1,0 +1,294 @@
+"""World-model benchmark: JEPA vs baselines on held-out episodes, bands, action use, speed.
+
+    .venv/bin/python bench/model.py                 # cartpole, rotor, arm (up to ~25 min)
+    .venv/bin/python bench/model.py --quick         # cartpole, small budget (~2-3 min)
+    .venv/bin/python bench/model.py --scene rotor   # one scene
+    .venv/bin/python bench/model.py --ablation      # cartpole objective ablation (~15-25 min)
+
+Per scene: generate data through the sim, train (or reuse a registered model trained by the
+same code on the same data with the same config), evaluate every model on the same held-out
+episodes. Prints a table, then ONE JSON line (also written to bench/results/model.json).
+Uses JUMEAU_HOME (default ./var) for checkpoints and the registry database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# `python bench/model.py` puts bench/ first on sys.path, where bench/sim.py would shadow the
+# `sim` package the data generation imports: drop it (this script imports nothing from bench/).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+
+from twin.model.jepa import ModelConfig  # noqa: E402
+from twin.model.losses import ObjectiveConfig  # noqa: E402
+from twin.model.pipeline import RunConfig  # noqa: E402
+from twin.model.train import TrainConfig  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "model.json"
+MODELS = ("jepa", "persistence", "const_velocity", "linear", "mlp", "gru")
+HORIZONS = ("1", "10", "50")
+
+
+def presets(quick: bool) -> dict[str, dict[str, Any]]:
+    """Per scene: episodes to generate and the run config (wall-clock guards keep the default run
+    near 25 minutes on a 2-core machine: JEPA <= 200 s, MLP and GRU <= 60 s each per scene)."""
+    if quick:
+        train = TrainConfig(steps=800, eval_every=200, max_seconds=75)
+        base = TrainConfig(steps=600, eval_every=200, max_seconds=20)
+        return {"cartpole": {"episodes": 120, "config": RunConfig(train=train, baseline_train=base)}}
+    jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=200)
+    base = TrainConfig(steps=2000, eval_every=250, max_seconds=60)
+    camera = TrainConfig(steps=2000, batch=32, eval_every=250, max_seconds=240)
+    return {
+        "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
+        "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},
+        "arm": {"episodes": 120, "config": RunConfig(train=jepa, baseline_train=base)},
+        "arm-camera": {
+            "scene": "arm",
+            "episodes": 40,
+            "camera": True,
+            "config": RunConfig(
+                model=ModelConfig(camera=True, sensors=False),
+                objective=ObjectiveConfig(rollout_steps=8),
+                train=camera,
+                baseline_train=base,
+                neural_baselines=False,
+            ),
+        },
+    }
+
+
+def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any], bool]:
+    """(checkpoint path, metrics, reused?) for one preset."""
+    from sqlalchemy.orm import Session
+
+    from twin.model.generate import GenerateConfig, generate
+    from twin.model.jobs import _engine, code_version, train_job
+    from twin.model.registry import find_matching
+    from twin.settings import home
+
+    scene, config = preset.get("scene", name), preset["config"]
+    gen = GenerateConfig(scene, preset["episodes"], seed=seed, camera=preset.get("camera", False))
+    lineage = {
+        "source": "generated",
+        "scene": scene,
+        "episodes": gen.episodes,
+        "steps": gen.episode_steps,
+        "seed": seed,
+        "camera": gen.camera,
+        "push_max": gen.push_max,
+        "control_hz": gen.control_hz,
+        "code": code_version(),
+    }
+    engine = _engine(None)
+    with Session(engine) as session:
+        row = find_matching(session, scene, {**config.to_dict(), "seed": seed}, lineage)
+        if row is not None:
+            return Path(row.path), row.metrics, True
+    started = time.perf_counter()
+    data = generate(gen)
+    generate_s = time.perf_counter() - started
+    outcome = train_job(data, config, seed, f"bench-{name}", home() / "models", engine=engine, progress=False)
+    metrics = dict(outcome.checkpoint.metrics)
+    metrics["generate_s"] = round(generate_s, 1)
+    return outcome.path, metrics, False
+
+
+def camera_probe_r2(path: Path, horizon: int = 10) -> float:
+    """Mean R^2 of the cubes' x and y read from predicted latents ``horizon`` steps ahead (test
+    episodes). z is left out: cubes rest on the table, so its variance is ~0 and R^2 undefined."""
+    import numpy as np
+
+    from twin.model.checkpoint import load_checkpoint
+    from twin.model.evaluate import predict_with_scale
+    from twin.model.jobs import data_from_lineage
+    from twin.model.pipeline import RunConfig, prepare
+
+    checkpoint = load_checkpoint(path)
+    prepared = prepare(data_from_lineage(checkpoint.lineage), RunConfig.from_dict(checkpoint.config), 0)
+    names = [s.name for s in checkpoint.schema.sensors]
+    cubes = [i for i, n in enumerate(names) if n.startswith("cube") and n[-2:] in ("_x", "_y")]
+    predicted, _ = predict_with_scale(checkpoint.model, checkpoint.features, prepared.test, horizon)
+    observed = prepared.test.obs[:, checkpoint.model.history + horizon - 1][:, cubes]
+    residual = ((predicted[:, horizon - 1][:, cubes] - observed) ** 2).sum(axis=0)
+    total = ((observed - observed.mean(axis=0)) ** 2).sum(axis=0)
+    return float(np.mean(1 - residual / total))
+
+
+def scene_record(metrics: dict[str, Any]) -> dict[str, Any]:
+    nrmse = {m: {h: metrics["nrmse"][m][h] for h in HORIZONS} for m in MODELS if m in metrics["nrmse"]}
+    return {
+        "nrmse": nrmse,
+        "coverage90": metrics["coverage90"],
+        "shuffled_action_ratio_h10": metrics["shuffled_action_ratio_h10"],
+        "train_s": metrics["train"]["train_s"],
+        "baseline_train_s": metrics["train"]["baseline_train_s"],
+        "generate_s": metrics.get("generate_s"),
+        "latent_effective_rank": round(metrics["latent"]["effective_rank"], 2),
+        "latent_std_min": round(metrics["latent"]["std_min"], 4),
+    }
+
+
+def targets(record: dict[str, Any]) -> dict[str, bool]:
+    n = record["nrmse"]
+    out = {}
+    for h in ("10", "50"):
+        best = min(n[m][h] for m in ("persistence", "const_velocity", "linear"))
+        out[f"h{h}<=0.5x_best_simple"] = n["jepa"][h] <= 0.5 * best
+        if "mlp" in n:
+            out[f"h{h}<=mlp"] = n["jepa"][h] <= n["mlp"][h]
+    out["coverage_85_95"] = all(0.85 <= c <= 0.95 for c in record["coverage90"].values())
+    out["shuffled_x2"] = record["shuffled_action_ratio_h10"] >= 2.0
+    return out
+
+
+def print_table(name: str, record: dict[str, Any]) -> None:
+    print(f"\n== {name} (train {record['train_s']} s)")
+    print(f"{'model':16s}" + "".join(f"{'h=' + h:>10s}" for h in HORIZONS))
+    for model, row in record["nrmse"].items():
+        print(f"{model:16s}" + "".join(f"{row[h]:10.4f}" for h in HORIZONS))
+    print(
+        f"coverage90 {record['coverage90']}  shuffled-action ratio h10 {record['shuffled_action_ratio_h10']}"
+    )
+    print("targets:", record["targets"])
+
+
+ABLATION = {
+    "full": {},
+    "pure_jepa_detached_probe": {"objective": {"readout_through": False}},
+    "no_sensor_rollout_term": {"objective": {"sensor_weight": 0.0}},
+    "no_latent_loss": {"objective": {"latent_weight": 0.0}},
+    "no_vicreg": {"objective": {"var_weight": 0.0, "cov_weight": 0.0}},
+    "no_ema": {"objective": {"ema_tau": 0.0}},
+    "no_inverse_dynamics": {"objective": {"inverse_weight": 0.0}},
+    "concat_actions_no_film": {"model": {"conditioning": "concat"}},
+    "history_1": {"model": {"history": 1}},
+    "rollout_8": {"objective": {"rollout_steps": 8}},
+}
+"""Variants of the cartpole model: each switches one part of the objective or model off."""
+
+
+def ablation(seed: int, steps: int, episodes: int, variants: list[str] | None = None) -> dict[str, Any]:
+    """Train every :data:`ABLATION` variant on the same cartpole data; JEPA test NRMSE each."""
+    import dataclasses
+
+    from twin.model.baselines import NeuralForecaster
+    from twin.model.calibration import calibrate
+    from twin.model.evaluate import band_errors, diagnostics, score
+    from twin.model.generate import GenerateConfig, generate
+    from twin.model.losses import ObjectiveConfig
+    from twin.model.pipeline import prepare, train_jepa
+
+    data = generate(GenerateConfig("cartpole", episodes, seed=seed))
+    sensors = [s.name for s in data.schema.sensors]
+    path = RESULTS.with_name("model_ablation.json")
+    out: dict[str, Any] = {"steps": steps, "episodes": episodes, "variants": {}}
+    if variants and path.exists():  # a subset: add to the earlier run's results
+        out = json.loads(path.read_text())
+    for name, change in ABLATION.items():
+        if variants and name not in variants:
+            continue
+        base = RunConfig(train=TrainConfig(steps=steps, eval_every=250, max_seconds=600, seed=seed))
+        config = dataclasses.replace(
+            base,
+            model=dataclasses.replace(ModelConfig(), **change.get("model", {})),
+            objective=dataclasses.replace(ObjectiveConfig(), **change.get("objective", {})),
+        )
+        prepared = prepare(data, config, seed)
+        model, result = train_jepa(prepared, config, seed)
+        f = prepared.features
+        metrics = score({"jepa": NeuralForecaster(model, f, model.history)}, prepared.test, f, sensors)
+        bands = calibrate(*band_errors(model, f, prepared.calib, 50))
+        extra = diagnostics(model, f, prepared.test, bands, seed)
+        out["variants"][name] = {
+            "nrmse": metrics["nrmse"]["jepa"],
+            "coverage90": extra["coverage90"],
+            "shuffled_action_ratio_h10": extra["shuffled_action_ratio_h10"],
+            "effective_rank": round(extra["latent"]["effective_rank"], 2),
+            "latent_std_min": round(extra["latent"]["std_min"], 4),
+            "train_s": round(result.seconds, 1),
+        }
+        path.write_text(json.dumps(out, indent=1) + "\n")  # after every variant
+        row = out["variants"][name]
+        print(
+            f"{name:28s} "
+            + " ".join(f"{row['nrmse'][h]:.4f}" for h in HORIZONS)
+            + f"  rank {row['effective_rank']:5.2f}  shuffled x{row['shuffled_action_ratio_h10']}"
+            + f"  {row['train_s']} s",
+            flush=True,
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scene", action="append", help="cartpole, rotor, arm, arm-camera (repeatable)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ablation", action="store_true", help="Cartpole objective ablation instead.")
+    parser.add_argument("--ablation-steps", type=int, default=1000)
+    parser.add_argument("--variant", action="append", help="Ablation variants to (re)run (default all).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    if args.ablation:
+        result = ablation(args.seed, args.ablation_steps, 300, args.variant)
+        path = RESULTS.with_name("model_ablation.json")
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result))
+        return
+    started = time.perf_counter()
+    table = presets(args.quick)
+    names = args.scene or list(table)
+    scenes: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
+    for name in names:
+        path, metrics, reused = train_or_reuse(name, table[name], args.seed)
+        paths[name] = path
+        record = scene_record(metrics)
+        record["reused"] = reused
+        if name == "arm-camera":
+            record["camera_probe_r2_h10"] = round(camera_probe_r2(path), 4)
+        record["targets"] = targets(record)
+        print_table(name, record)
+        scenes[name] = record
+    if "arm-camera" in scenes and "arm" in scenes:
+        scenes["arm"]["camera_probe_r2_h10"] = scenes["arm-camera"]["camera_probe_r2_h10"]
+    from twin.model.api import TwinModel
+    from twin.model.speed import timings
+
+    first = "cartpole" if "cartpole" in paths else next(iter(paths))
+    speed = timings(TwinModel.load(paths[first]), table[first].get("scene", first))
+    result = {
+        "bench": "model",
+        "quick": args.quick,
+        "scenes": scenes,
+        "rollout_1000x30_ms": speed["rollout_ms"],
+        "rollout_read_1000x30_ms": speed["rollout_read_ms"],
+        "sim_rollout_1000x30_ms": speed["sim_rollout_ms"],
+        "rollout_speedup": speed["speedup"],
+        "step_ms": speed["step_ms"],
+        "timing_scene": first,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+    print(
+        f"\nrollout 1000x30: model {speed['rollout_ms']} ms, PyBullet {speed['sim_rollout_ms']} ms "
+        f"({speed['speedup']}x); one encode+predict step {speed['step_ms']} ms"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

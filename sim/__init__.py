@@ -1,0 +1,1 @@
+"""Jumeau's simulator: PyBullet scenes that publish honest ground truth onto the bus."""

@@ -1,0 +1,1 @@
+"""One module per scene; :mod:`sim.registry` maps names to classes."""

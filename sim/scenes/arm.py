@@ -1,0 +1,189 @@
+"""Arm: a KUKA iiwa (pybullet_data ``kuka_iiwa/model.urdf``) on a table, pushing three cubes.
+
+Frame: the asset's origin is the robot base on the table top (z = 0); the floor is 0.625 m below.
+Sensors (``state`` stream, 49 values): for each of the 7 joints ``<joint>_position`` rad,
+``<joint>_velocity`` rad/s, ``<joint>_torque`` N*m (motor torque PyBullet applied); the
+end-effector pose ``ee_x/ee_y/ee_z`` m and ``ee_qx..ee_qw`` (unit quaternion, xyzw);
+for each cube ``cube<k>_x/_y/_z`` m and ``cube<k>_qx..qw``. Actuators: ``<joint>_target`` rad,
+position set-points within the URDF limits, tracked by PyBullet's position motors with at most
+the URDF effort (persistent, so no per-substep work). Loaded with URDF_USE_INERTIA_FROM_FILE.
+
+Default controller: reach-and-push. Every 1.5 s the next phase of a cycle (above the cube,
+behind it, push through it, lift) picks an end-effector waypoint, turned into joint targets by
+PyBullet's inverse kinematics; excitation adds small joint-space noise (10% of the usual scale)
+so data covers more than one trajectory. A cube that leaves the table is put back on it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pybullet
+import pybullet_data
+
+from bridge import ActuatorSpec, SensorSpec
+from sim.camera import View
+from sim.scenes.base import BaseScene
+
+TABLE_TOP_M = 0.625
+CUBE_HOME = ((0.55, -0.15), (0.6, 0.1), (0.45, 0.25))
+EE_LINK = 6
+PHASE_S = 1.5
+QUAT = ("qx", "qy", "qz", "qw")
+
+
+class ArmScene(BaseScene):
+    kind = "arm"
+    description = "KUKA iiwa on a table pushing three cubes"
+    excitation_gain = 0.1
+
+    def _at(self, x: float, y: float, z: float) -> list[float]:
+        """World coordinates of a point given in the asset frame."""
+        return [float(self.origin[0] + x), float(self.origin[1] + y), float(self.origin[2] + z)]
+
+    def _build(self) -> None:
+        data = pybullet_data.getDataPath()
+        c, o = self.client, self.origin
+        self.floor = c.loadURDF(os.path.join(data, "plane.urdf"), basePosition=self._at(0, 0, -TABLE_TOP_M))
+        self.table = c.loadURDF(
+            os.path.join(data, "table/table.urdf"),
+            basePosition=self._at(0.5, 0, -TABLE_TOP_M),
+            useFixedBase=True,
+        )
+        self.robot = c.loadURDF(
+            os.path.join(data, "kuka_iiwa/model.urdf"),
+            basePosition=o.tolist(),
+            useFixedBase=True,
+            flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
+        )
+        self._register_body(self.robot)
+        self.cubes = []
+        for k, (x, y) in enumerate(CUBE_HOME):
+            cube = c.loadURDF(os.path.join(data, "cube_small.urdf"), basePosition=self._at(x, y, 0.025))
+            self.cubes.append(cube)
+            self.links[f"cube{k}"] = (cube, -1)
+        self.joint_names = list(self.joints)
+        self.indices = [self.joints[n][1] for n in self.joint_names]
+        info = [c.getJointInfo(self.robot, j) for j in self.indices]
+        self.lower = np.array([i[8] for i in info])
+        self.upper = np.array([i[9] for i in info])
+        self.effort = np.array([i[10] if i[10] > 0 else 300.0 for i in info])
+        self.max_velocity = [i[11] if i[11] > 0 else 2.0 for i in info]
+        for j in self.indices:
+            c.enableJointForceTorqueSensor(self.robot, j, True)
+        self._script = {"phase": 0, "next_s": 0.0, "cube": 0}
+
+    def _specs(self) -> tuple[list[SensorSpec], list[ActuatorSpec]]:
+        sensors = []
+        for n, lo, hi, effort in zip(self.joint_names, self.lower, self.upper, self.effort, strict=True):
+            sensors += [
+                SensorSpec(f"{n}_position", "rad", lo - 0.1, hi + 0.1),
+                SensorSpec(f"{n}_velocity", "rad/s", -20.0, 20.0),
+                SensorSpec(f"{n}_torque", "N*m", -2 * effort, 2 * effort),
+            ]
+        sensors += [SensorSpec(f"ee_{a}", "m", -2.0, 2.0) for a in "xyz"]
+        sensors += [SensorSpec(f"ee_{q}", "1", -1.0, 1.0) for q in QUAT]
+        for k in range(len(self.cubes)):
+            sensors += [SensorSpec(f"cube{k}_{a}", "m", -3.0, 3.0) for a in "xyz"]
+            sensors += [SensorSpec(f"cube{k}_{q}", "1", -1.0, 1.0) for q in QUAT]
+        actuators = [
+            ActuatorSpec(f"{n}_target", "rad", lo, hi, "joint position set-point")
+            for n, lo, hi in zip(self.joint_names, self.lower, self.upper, strict=True)
+        ]
+        return sensors, actuators
+
+    def _reset_bodies(self, rng: np.random.Generator) -> None:
+        c = self.client
+        home = np.array([0.0, 0.4, 0.0, -1.6, 0.0, 1.1, 0.0]) + rng.uniform(-0.1, 0.1, 7)
+        for j, q in zip(self.indices, home, strict=True):
+            c.resetJointState(self.robot, j, float(q), 0.0)
+        for cube, (x, y) in zip(self.cubes, CUBE_HOME, strict=True):
+            jitter = rng.uniform(-0.03, 0.03, 2)
+            c.resetBasePositionAndOrientation(
+                cube, self._at(x + jitter[0], y + jitter[1], 0.025), (0, 0, 0, 1)
+            )
+            c.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
+        self._script = {"phase": 0, "next_s": 0.0, "cube": 0}
+        self.excitation.scale = self._excitation_scale()
+
+    def _excitation_scale(self) -> np.ndarray:
+        return (self.upper - self.lower) / 2 * self.config.excitation * self.excitation_gain
+
+    def true_state(self) -> np.ndarray:
+        c = self.client
+        out = []
+        for q, qd, _, torque in c.getJointStates(self.robot, self.indices):
+            out += [q, qd, torque]
+        ee_pos, ee_orn = c.getLinkState(self.robot, EE_LINK)[4:6]
+        out += list(np.asarray(ee_pos) - self.origin) + list(ee_orn)
+        for cube in self.cubes:
+            pos, orn = c.getBasePositionAndOrientation(cube)
+            out += list(np.asarray(pos) - self.origin) + list(orn)
+        return np.array(out)
+
+    def _command(self, effective: np.ndarray) -> None:
+        for j, q, force, speed in zip(self.indices, effective, self.effort, self.max_velocity, strict=True):
+            self.client.setJointMotorControl2(
+                self.robot,
+                j,
+                pybullet.POSITION_CONTROL,
+                targetPosition=float(q),
+                force=float(force),
+                maxVelocity=speed,
+            )
+
+    def _scripted(self) -> np.ndarray:
+        c, s = self.client, self._script
+        if self.time_s >= s["next_s"]:
+            s["phase"] = (s["phase"] + 1) % 4
+            s["next_s"] = self.time_s + PHASE_S
+            if s["phase"] == 0:
+                s["cube"] = int(self.rng_control.integers(len(self.cubes)))
+            self._rescue_cubes()
+        cube = self.cubes[s["cube"]]
+        pos = np.asarray(c.getBasePositionAndOrientation(cube)[0]) - self.origin
+        direction = pos[:2] / (np.linalg.norm(pos[:2]) or 1.0)  # push away from the robot
+        behind = pos[:2] - 0.12 * direction
+        through = pos[:2] + 0.12 * direction
+        goal = {
+            0: (*behind, 0.25),
+            1: (*behind, 0.05),
+            2: (*through, 0.05),
+            3: (*through, 0.3),
+        }[s["phase"]]
+        target = c.calculateInverseKinematics(
+            self.robot,
+            EE_LINK,
+            (self.origin + goal).tolist(),
+            c.getQuaternionFromEuler((0, math.pi, 0)),
+            lowerLimits=self.lower.tolist(),
+            upperLimits=self.upper.tolist(),
+            jointRanges=(self.upper - self.lower).tolist(),
+            restPoses=[0.0, 0.4, 0.0, -1.6, 0.0, 1.1, 0.0],
+        )
+        return np.asarray(target[: len(self.indices)])
+
+    def _rescue_cubes(self) -> None:
+        for cube, (x, y) in zip(self.cubes, CUBE_HOME, strict=True):
+            pos = self.client.getBasePositionAndOrientation(cube)[0]
+            if pos[2] - self.origin[2] < -0.1 or abs(pos[0] - self.origin[0] - 0.5) > 0.7:
+                self.client.resetBasePositionAndOrientation(cube, self._at(x, y, 0.025), (0, 0, 0, 1))
+                self.client.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
+
+    def _centring(self) -> np.ndarray:
+        state = self.true_state()
+        q = state[0 : 3 * len(self.indices) : 3]
+        return q + 0.05 * ((self.lower + self.upper) / 2 - q)
+
+    def _save_extra(self) -> dict[str, Any]:
+        return {"script": dict(self._script)}
+
+    def _restore_extra(self, extra: dict[str, Any]) -> None:
+        self._script = extra["script"]
+
+    def _view(self) -> View:
+        o = self.origin
+        return View(eye=(o[0] + 1.6, o[1] - 1.2, o[2] + 1.0), target=(o[0] + 0.4, o[1], o[2] + 0.1))

@@ -1,0 +1,55 @@
+"""Short end-to-end runs on generated cartpole data, through the jobs and the CLI (slow tier)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from twin.model.jepa import ModelConfig
+from twin.model.losses import ObjectiveConfig
+from twin.model.pipeline import RunConfig
+from twin.model.train import TrainConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_training_on_cartpole_beats_persistence_at_10_steps(jumeau_home, tmp_path):
+    from twin.model.jobs import DataSpec, eval_job, load_data, train_job
+
+    torch.manual_seed(0)
+    data = load_data(DataSpec("cartpole", generate=24, steps=150, seed=0))
+    config = RunConfig(
+        model=ModelConfig(latent_dim=16, hidden=64),
+        objective=ObjectiveConfig(rollout_steps=8),
+        train=TrainConfig(steps=250, batch=128, eval_every=125),
+        neural_baselines=False,
+        val_windows=200,
+    )
+    outcome = train_job(data, config, seed=0, name="cartpole-test", models_dir=tmp_path)
+    nrmse = outcome.checkpoint.metrics["nrmse"]
+    assert nrmse["jepa"]["10"] < nrmse["persistence"]["10"]
+    assert outcome.path.exists()
+    metrics = eval_job("cartpole-test", tmp_path / "plot.png")
+    assert metrics["nrmse"]["jepa"] == nrmse["jepa"]  # same held-out episodes, same numbers
+    assert (tmp_path / "plot.png").stat().st_size > 10_000
+
+
+def test_twin_train_and_eval_commands(jumeau_home):
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["train", "--scene", "rotor", "--generate", "6", "--steps", "30", "--seed", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "persistence" in result.output and "checkpoint" in result.output
+    result = runner.invoke(app, ["eval", "rotor", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output.strip().splitlines()[-1])
+    assert set(metrics["nrmse"]) == {"jepa", "persistence", "const_velocity", "linear", "mlp", "gru"}
+    result = runner.invoke(app, ["eval", "no-such-model"])
+    assert result.exit_code == 2 and "no-such-model" in result.output

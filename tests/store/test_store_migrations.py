@@ -1,0 +1,48 @@
+"""Migrations: a fresh database migrated to head equals the models, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from twin.store.engine import make_engine
+from twin.store.migrate import current_revision, head_revision, schema_differences, upgrade
+from twin.store.models import Base
+
+
+def test_upgrade_to_head_matches_models(store_url: str) -> None:
+    engine = make_engine(store_url)
+    try:
+        assert current_revision(engine) is None
+        assert upgrade(engine) == head_revision()
+        assert schema_differences(engine) == []
+        tables = set(sa.inspect(engine).get_table_names())
+        assert set(Base.metadata.tables) <= tables
+        assert upgrade(engine) == head_revision()  # idempotent
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_engine_is_wal_with_foreign_keys(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}", busy_timeout_ms=1234)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+    finally:
+        engine.dispose()
+
+
+def test_default_url_is_a_file_in_jumeau_home(jumeau_home: str) -> None:
+    engine = make_engine()
+    try:
+        assert engine.url.database is not None
+        assert engine.url.database.startswith(jumeau_home)
+    finally:
+        engine.dispose()
+
+
+def test_unknown_database_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="only sqlite"):
+        make_engine("mysql://localhost/db")

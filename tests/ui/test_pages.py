@@ -1,0 +1,201 @@
+"""Every page of the dashboard, headless (AppTest), against a real bus, sim, recorder and SQLite."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import ASSET, MODEL
+from streamlit.testing.v1 import AppTest
+
+import ui
+from twin.store.models import AcknowledgementRow
+
+APP = str(Path(ui.__file__).parent / "app.py")
+
+
+def app(page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+
+
+def trace_names(chart: dict) -> set[str]:
+    return {trace.get("name") for trace in chart["data"]}
+
+
+def axis_titles(chart: dict) -> list[str]:
+    layout = chart["layout"]
+    return [
+        v["title"]["text"] for k, v in layout.items() if "axis" in k and isinstance(v, dict) and "title" in v
+    ]
+
+
+def texts(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("info", "error", "warning", "success", "caption", "markdown")
+        for e in at.get(kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def wait_for(at: AppTest, condition, timeout_s: float = 15.0) -> AppTest:
+    """Rerun until ``condition(at)`` holds (the live feed fills in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition(at):
+            return at
+        assert time.monotonic() < deadline, texts(at)
+        time.sleep(0.5)
+        at.run()
+
+
+def test_fleet_lists_every_asset_with_status_model_and_anomalies(ui_env):
+    def ready(at: AppTest) -> bool:
+        frames = at.dataframe
+        if not frames or not {ASSET, "cartpole-1"} <= set(frames[0].value["asset"]):
+            return False
+        row = frames[0].value.set_index("asset").loc[ASSET]
+        return row["model"] == MODEL and row["rate (msg/s)"] > 0
+
+    at = wait_for(app(), ready)
+    table = at.dataframe[0].value.set_index("asset")
+    assert table.loc[ASSET, "status"] == "live" and table.loc["cartpole-1", "status"] == "live"
+    assert table.loc[ASSET, "model"] == MODEL
+    assert table.loc[ASSET, "open anomalies"] >= 1
+    assert table.loc[ASSET, "rate (msg/s)"] > 0
+    assert table.loc[ASSET, "gaps"] == 0
+    assert not at.exception
+
+
+def test_asset_page_draws_observed_traces_with_the_predicted_fan_and_units(ui_env):
+    at = wait_for(
+        app("pages/asset.py", asset=ASSET),
+        lambda at: len(charts(at)) >= 2 and "predicted mean" in trace_names(charts(at)[0]),
+    )
+    sensors, surprise = charts(at)[:2]
+    names = trace_names(sensors)
+    assert {"observed", "predicted mean", "predicted band (90%)"} <= names
+    assert any(n and n.startswith("predicted ") and n.endswith(" s before") for n in names)
+    titles = axis_titles(sensors)
+    assert "cart_position (m)" in titles and "pole_angle (rad)" in titles
+    assert any(t.startswith("time (") for t in titles)
+    assert "fault" in trace_names(surprise) and "anomaly" in trace_names(surprise)
+    assert any("surprise" in t for t in axis_titles(surprise))
+    assert at.get("image"), texts(at)  # the latest camera frame
+    # the observed trace moves on: the newest sample of a later run is later
+    first = max(next(t for t in sensors["data"] if t["name"] == "observed")["x"])
+    time.sleep(1.0)
+    at.run()
+    later = max(next(t for t in charts(at)[0]["data"] if t["name"] == "observed")["x"])
+    assert later > first
+
+
+def test_asset_page_in_sim_time(ui_env):
+    at = wait_for(app("pages/asset.py", asset=ASSET), lambda at: len(charts(at)) >= 2)
+    at.radio(key="asset-axis").set_value("sim time (s)").run()
+    assert any(t.startswith("sim time (s since") for t in axis_titles(charts(at)[0]))
+
+
+def test_history_replays_predictions_against_observations_with_horizon_errors(ui_env):
+    at = app("pages/history.py")
+    assert not at.exception, at.exception
+    at.selectbox(key="history-episode").set_value(
+        next(o for o in at.selectbox(key="history-episode").options if f" {ASSET} " in o)
+    ).run()
+    chart = charts(at)[0]
+    assert "observed" in trace_names(chart)
+    assert any(n and n.endswith(" s before") for n in trace_names(chart))
+    assert "cart_velocity (m/s)" in axis_titles(chart)
+    stats = next(f.value for f in at.dataframe if "horizon (s)" in f.value.columns)
+    assert set(stats["horizon (s)"]) == {0.1, 0.5, 1.0, 2.0}
+    assert (stats["n"] > 0).all()
+    surprise = charts(at)[1]
+    assert "surprise" in trace_names(surprise) and "fault" in trace_names(surprise)
+    compare = charts(at)[-1]
+    assert len({t["name"] for t in compare["data"]}) == 2
+    assert "time since the start of each run (s)" in axis_titles(compare)
+
+
+def test_history_travels_to_an_event(ui_env):
+    at = app("pages/history.py")
+    at.radio(key="history-mode").set_value("an event").run()
+    assert not at.exception, at.exception
+    assert any("fault: sensor_bias" in o for o in at.selectbox(key="history-event").options)
+    assert "observed" in trace_names(charts(at)[0])
+
+
+def test_events_acknowledge_an_anomaly_with_a_note(ui_env):
+    at = app("pages/events.py")
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert "anomaly" in set(table["category"]) and "fault" in set(table["category"])
+    at.text_input(key="ack-author").set_value("ada")
+    at.text_area(key="ack-note").set_value("pole bumped during maintenance")
+    at.button[0].click().run()
+    assert "Acknowledged event" in texts(at)
+    with ui_env.engine.connect() as connection:
+        row = connection.execute(sa.select(AcknowledgementRow)).first()
+    assert row.author == "ada" and row.note == "pole bumped during maintenance"
+    shown = AppTest.from_file(APP, default_timeout=30)
+    shown.run()
+    shown.switch_page("pages/events.py").run()  # another session sees it
+    table = shown.dataframe[0].value.set_index("id")
+    assert table.loc[row.event_id, "acknowledged"]
+    assert "ada: pole bumped during maintenance" in table.loc[row.event_id, "notes"]
+
+
+def test_events_memory_search(ui_env):
+    at = app("pages/events.py")
+    memory = next((f.value for f in at.dataframe if "similarity" in f.value.columns), None)
+    assert memory is not None and len(memory) > 0, texts(at)
+
+
+def test_whatif_is_an_honest_placeholder(ui_env):
+    at = app("pages/whatif.py")
+    assert "scenarios feature" in texts(at) and not at.get("plotly_chart")
+
+
+def test_models_show_the_registry_metrics_and_training_curves(ui_env):
+    at = app("pages/models.py")
+    assert "cartpole:1" in set(at.dataframe[0].value["model"])
+    nrmse, coverage, curves = charts(at)
+    assert {"jepa", "persistence"} <= trace_names(nrmse)
+    assert "normalised RMSE (training std)" in axis_titles(nrmse)
+    assert any("coverage" in t for t in axis_titles(coverage))
+    assert {"loss", "val"} <= trace_names(curves)
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("pages/history.py", "Nothing recorded yet"),
+        ("pages/events.py", "Nothing recorded yet"),
+        ("pages/models.py", "model registry is not in the database yet"),
+    ],
+)
+def test_pages_say_plainly_when_the_store_is_empty(ui_env, tmp_path, monkeypatch, page, message):
+    monkeypatch.setenv("JUMEAU_DB", f"sqlite:///{tmp_path / 'empty.sqlite'}")
+    at = app(page)
+    assert message in texts(at) and not at.exception
+
+
+def test_pages_say_plainly_when_bus_and_database_are_unreachable(ui_env, monkeypatch):
+    monkeypatch.setenv("JUMEAU_BUS_SUB", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("JUMEAU_BUS_CONTROL", "tcp://127.0.0.1:9")
+    monkeypatch.setenv("JUMEAU_DB", "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
+    at = wait_for(app(), lambda at: "is not answering" in texts(at), timeout_s=20)
+    assert "database is unreachable" in texts(at)
+    assert not at.exception

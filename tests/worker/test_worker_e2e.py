@@ -1,0 +1,104 @@
+"""sim -> bus -> worker -> SQL, as real processes over real sockets.
+
+Predictions arrive on the bus, are stored, and the errors stored beside them match what the
+sim actually published at the target times.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from workerutil import spawn, stop, wait_json
+
+from bridge import Observation, Prediction, Subscriber
+from twin.store.models import PredictionErrorRow, PredictionRow
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _collect(bus_config, topics, out, done):
+    with Subscriber(bus_config, topics, name="test-listener") as sub:
+        done.set()
+        while done.is_set():
+            message = sub.recv(timeout_s=0.1)
+            if message is not None:
+                out.append(message)
+
+
+def test_predictions_arrive_and_stored_errors_match_observed_futures(bus_config, tiny_model, tmp_path):
+    db = f"sqlite:///{tmp_path / 'twin.sqlite'}"
+    seen: list = []
+    listening = threading.Event()
+    listener = threading.Thread(target=_collect, args=(bus_config, ("obs.", "pred."), seen, listening))
+    listener.start()
+    assert listening.wait(10)
+    worker = spawn(
+        ["worker", "--model", str(tiny_model), "--db", db, "--calibration-steps", "30"], bus_config, tmp_path
+    )
+    try:
+        ready = wait_json(worker, "worker_ready")
+        assert ready["models"] == ["cartpole-tiny:1"]
+        sim = spawn(
+            [
+                "sim",
+                "--scene",
+                "cartpole",
+                "--assets",
+                "2",
+                "--state-hz",
+                "30",
+                "--camera-hz",
+                "0",
+                "--duration",
+                "5",
+                "--seed",
+                "3",
+            ],
+            bus_config,
+            tmp_path,
+        )
+        wait_json(sim, "sim_ready")
+        sim.wait(timeout=60)
+        time.sleep(1.0)
+    finally:
+        stop(worker)
+        listening.clear()
+        listener.join()
+    assert worker.returncode == 0
+
+    observed = {
+        (m.asset, m.t_ns): m.values for m in seen if isinstance(m, Observation) and m.stream == "state"
+    }
+    predictions = [m for m in seen if isinstance(m, Prediction)]
+    assert {p.asset for p in predictions} == {"cartpole-0", "cartpole-1"}
+    first = predictions[0]
+    assert first.mean.shape == (4, 4) and np.all(first.lower <= first.upper)
+    assert np.allclose(first.horizons_s, np.array([1, 5, 10, 30]) / 30.0)
+
+    engine = sa.create_engine(db)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.select(PredictionRow)).all()
+        errors = connection.execute(sa.select(PredictionErrorRow)).all()
+    engine.dispose()
+    assert len(stored) >= 0.8 * len(predictions) and len(stored) > 20
+    assert {(r.asset, r.origin_t_ns) for r in stored} <= {(p.asset, p.origin_t_ns) for p in predictions}
+    assert len(errors) > 40
+    checked = 0
+    for row in errors:
+        truth = observed.get((row.asset, row.observed_t_ns))
+        if truth is None:
+            continue
+        got = np.frombuffer(row.observed, dtype="<f8")
+        predicted = np.frombuffer(row.predicted, dtype="<f8")
+        error = np.frombuffer(row.error, dtype="<f8")
+        assert np.array_equal(got, truth)
+        delta = truth - predicted
+        delta[2] = (delta[2] + np.pi) % (2 * np.pi) - np.pi  # pole_angle is wrapped
+        assert np.allclose(error, delta, atol=1e-9)
+        assert abs(row.observed_t_ns - row.target_t_ns) <= 1e9 / 30 / 2 + 1
+        checked += 1
+    assert checked > 0.9 * len(errors)

@@ -1,0 +1,141 @@
+"""The JEPA world model: a protocol, its config and the model assembled from injected parts.
+
+Shapes: B batch, H horizon (control steps), D latent, F sensor features, S sensors, A actuators,
+``history`` observed steps per window. Features and actions are normalised (see
+:class:`twin.model.data.FeatureMap`); SI units appear only at the boundary (:mod:`twin.model.api`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from twin.model.encoders import ActionEncoder, CameraEncoder, FusedEncoder, SensorEncoder
+from twin.model.predictor import CONDITIONING, InverseDynamics, LatentPredictor, Readout
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """What planners, the live worker and evaluation rely on."""
+
+    history: int
+
+    def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """Observation window -> latent: features (B, history, F), frames (B, 2, 3, 64, 64) uint8
+        or None -> z (B, D)."""
+        ...
+
+    def next(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One control step: z (B, D), action (B, A) in [-1, 1] -> z_next (B, D)."""
+        ...
+
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Unrolled future latents: z (B, D), actions (B, H, A) -> (B, H, D) for t+1..t+H."""
+        ...
+
+    def read(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (..., D) -> sensor features (..., F)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Sizes and parts of a :class:`JepaWorldModel`."""
+
+    latent_dim: int = 32
+    hidden: int = 128
+    action_dim: int = 16
+    history: int = 4
+    predictor_layers: int = 2
+    conditioning: str = "film"
+    sensors: bool = True
+    """Encode the sensor window (False with ``camera``: a camera-only model)."""
+    camera: bool = False
+    camera_channels: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "hidden", "action_dim", "history", "predictor_layers", "camera_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ModelConfig.{name}={value!r} must be an integer >= 1")
+        if self.conditioning not in CONDITIONING:
+            raise ValueError(f"ModelConfig.conditioning={self.conditioning!r} must be one of {CONDITIONING}")
+        if not (self.sensors or self.camera):
+            raise ValueError("ModelConfig: sensors=False needs camera=True (the model must see something)")
+        if self.camera and self.history < 2:
+            raise ValueError(f"ModelConfig.history={self.history!r} must be >= 2 with a camera (frame pairs)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JepaWorldModel(nn.Module):
+    """Encoder + action encoder + latent predictor + readout (+ inverse-dynamics head)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        encoder: FusedEncoder,
+        action_encoder: ActionEncoder,
+        predictor: LatentPredictor,
+        readout: Readout,
+        inverse: InverseDynamics,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.history = config.history
+        self.encoder = encoder
+        self.action_encoder = action_encoder
+        self.predictor = predictor
+        self.readout = readout
+        self.inverse = inverse
+
+    def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(features, frames)
+
+    def next(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.predictor(z, self.action_encoder(action))
+
+    def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.predictor.unroll(z, self.action_encoder(actions))
+
+    def read(self, z: torch.Tensor) -> torch.Tensor:
+        return self.readout(z)
+
+    def error_scale(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent (..., D) -> expected |error| per sensor (..., S), normalised units."""
+        return self.readout.error_scale(z)
+
+    def infer_action(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        """Inverse dynamics: (B, D), (B, D) -> the action (B, A) that led from one to the other."""
+        return self.inverse(z, z_next)
+
+    def forecast_features(
+        self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """features (B, history, F), frames (B, 2, 3, 64, 64) or None, actions (B, H, A) ->
+        predicted features (B, H, F)."""
+        return self.read(self.rollout(self.encode(features, frames), actions))
+
+    def __repr__(self) -> str:
+        counts = {name: sum(p.numel() for p in part.parameters()) for name, part in self.named_children()}
+        parts = ", ".join(f"{name}={n:,}" for name, n in counts.items())
+        return f"JepaWorldModel(params={sum(counts.values()):,}: {parts})"
+
+
+def build_model(config: ModelConfig, n_features: int, n_sensors: int, n_actions: int) -> JepaWorldModel:
+    """Assemble the default parts for ``config`` (tests and ablations inject their own)."""
+    d = config.latent_dim
+    sensor = SensorEncoder(n_features, config.history, d, config.hidden) if config.sensors else None
+    camera = CameraEncoder(d, config.camera_channels) if config.camera else None
+    return JepaWorldModel(
+        config,
+        FusedEncoder(d, sensor, camera),
+        ActionEncoder(n_actions, config.action_dim),
+        LatentPredictor(d, config.action_dim, config.hidden, config.predictor_layers, config.conditioning),
+        Readout(d, n_features, n_sensors, config.hidden),
+        InverseDynamics(d, n_actions, config.hidden),
+    )

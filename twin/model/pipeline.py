@@ -1,0 +1,269 @@
+"""One training run, start to finish: split, normalise, train the JEPA model and every baseline,
+calibrate bands, evaluate all of them on the same held-out episodes, package a checkpoint.
+
+Everything is seeded (``torch.manual_seed`` and numpy Generators from ``RunConfig.seed``), so a
+run on the same data with the same config gives the same weights (unless the wall-clock guard
+of :class:`TrainConfig` stops it, which the result records).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from twin.model.baselines import (
+    ConstantVelocity,
+    Forecaster,
+    LinearARX,
+    NeuralForecaster,
+    Persistence,
+    SensorGRU,
+    SensorMLP,
+)
+from twin.model.calibration import calibrate
+from twin.model.checkpoint import Checkpoint
+from twin.model.data import Dataset, FeatureMap, Splits, Windows, make_windows, split_episodes
+from twin.model.evaluate import HORIZONS, band_errors, diagnostics, nrmse_table, observed_future, score
+from twin.model.jepa import JepaWorldModel, ModelConfig, build_model
+from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
+from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+EVAL_HORIZON = max(HORIZONS)
+BASELINES = ("persistence", "const_velocity", "linear", "mlp", "gru")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A full run: the model, its objective, training, and the neural baselines' budget."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baseline_train: TrainConfig | None = None
+    """Training of the MLP and GRU baselines (default: ``train``); None-equivalent to skip is
+    ``neural_baselines=False``."""
+    neural_baselines: bool = True
+    level: float = 0.9
+    eval_stride: int = 3
+    val_windows: int = 800
+
+    def __post_init__(self) -> None:
+        if not 0 < self.level < 1:
+            raise ValueError(f"RunConfig.level={self.level!r} must be in (0, 1)")
+        if self.eval_stride < 1 or self.val_windows < 10:
+            raise ValueError(
+                f"RunConfig eval_stride={self.eval_stride!r} >= 1, val_windows={self.val_windows!r} >= 10"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.to_dict(),
+            "objective": self.objective.to_dict(),
+            "train": self.train.to_dict(),
+            "baseline_train": (self.baseline_train or self.train).to_dict(),
+            "neural_baselines": self.neural_baselines,
+            "level": self.level,
+            "eval_stride": self.eval_stride,
+            "val_windows": self.val_windows,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            model=ModelConfig(**d["model"]),
+            objective=ObjectiveConfig(**d["objective"]),
+            train=TrainConfig(**d["train"]),
+            baseline_train=TrainConfig(**d["baseline_train"]),
+            neural_baselines=d["neural_baselines"],
+            level=d["level"],
+            eval_stride=d["eval_stride"],
+            val_windows=d.get("val_windows", 800),
+        )
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A dataset split, normalised and cut into windows."""
+
+    splits: Splits
+    features: FeatureMap
+    train: Windows
+    val: Windows
+    calib: Windows
+    test: Windows
+
+
+def prepare(data: Dataset, config: RunConfig, seed: int) -> Prepared:
+    splits = split_episodes(data, seed)
+    features = FeatureMap.fit(splits.train)
+    h, camera = config.model.history, config.model.camera
+    train = make_windows(splits.train, features, h, config.objective.rollout_steps, frames=camera)
+    val = make_windows(splits.val, features, h, EVAL_HORIZON, stride=5, frames=camera)
+    if len(val) > config.val_windows:
+        pick = np.random.default_rng([seed, 3]).choice(len(val), config.val_windows, replace=False)
+        val = val.take(np.sort(pick))
+    calib = make_windows(splits.calib, features, h, EVAL_HORIZON, stride=config.eval_stride, frames=camera)
+    test = make_windows(splits.test, features, h, EVAL_HORIZON, stride=config.eval_stride, frames=camera)
+    return Prepared(splits, features, train, val, calib, test)
+
+
+def validation(forecaster: Forecaster, prepared: Prepared) -> float:
+    """Mean normalised RMSE at 10 and 50 steps on the validation windows (lower is better)."""
+    table = nrmse_table(
+        forecaster.forecast(prepared.val, EVAL_HORIZON),
+        observed_future(prepared.val, forecaster.history, EVAL_HORIZON),
+        prepared.features,
+    )
+    return float(table[[9, EVAL_HORIZON - 1]].mean())
+
+
+def train_jepa(
+    prepared: Prepared, config: RunConfig, seed: int, logger: Logger | None = None, progress: bool = False
+) -> tuple[JepaWorldModel, TrainResult]:
+    torch.manual_seed(seed)
+    f = prepared.features
+    model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low))
+    objective = JepaObjective(model, config.objective, f)
+    forecaster = NeuralForecaster(model, f, config.model.history)
+    trainer = Trainer(
+        config.train, objective, prepared.train, lambda: validation(forecaster, prepared), logger, progress
+    )
+    return model, trainer.fit()
+
+
+def train_baselines(
+    prepared: Prepared, config: RunConfig, seed: int, progress: bool = False
+) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+    """Fit the linear ARX (least squares) and, if configured, the MLP and GRU baselines."""
+    f, h = prepared.features, config.model.history
+    n_a = len(f.action_low)
+    started = time.perf_counter()
+    fitted: dict[str, torch.nn.Module] = {"linear": LinearARX(f.n_features, n_a, h).fit(prepared.train)}
+    seconds = {"linear": time.perf_counter() - started}
+    if config.neural_baselines:
+        for name, cls in (("mlp", SensorMLP), ("gru", SensorGRU)):
+            torch.manual_seed(seed)
+            model = cls(f.n_features, n_a, h, config.model.hidden)
+            forecaster = NeuralForecaster(model, f, h)
+            trainer = Trainer(
+                config.baseline_train or config.train,
+                SensorObjective(model, h),
+                prepared.train,
+                lambda fc=forecaster: validation(fc, prepared),
+                progress=progress,
+            )
+            result = trainer.fit()
+            fitted[name] = model
+            seconds[name] = result.seconds
+            log.info(
+                "baseline %s: val %.4f after %d steps (%.0f s)",
+                name,
+                result.best_val,
+                result.steps,
+                result.seconds,
+            )
+    return fitted, seconds
+
+
+def forecasters(
+    model: JepaWorldModel, baselines: dict[str, torch.nn.Module], features: FeatureMap, history: int
+) -> dict[str, Forecaster]:
+    out: dict[str, Forecaster] = {
+        "jepa": NeuralForecaster(model, features, history),
+        "persistence": Persistence(history),
+        "const_velocity": ConstantVelocity(history, features),
+    }
+    for name, module in baselines.items():
+        out[name] = NeuralForecaster(module, features, history)
+    return out
+
+
+def restore_baselines(
+    states: dict[str, Any], features: FeatureMap, history: int, hidden: int
+) -> dict[str, torch.nn.Module]:
+    """Baseline modules from the state dicts a checkpoint stores."""
+    n_a = len(features.action_low)
+    makers = {
+        "linear": lambda: LinearARX(features.n_features, n_a, history),
+        "mlp": lambda: SensorMLP(features.n_features, n_a, history, hidden),
+        "gru": lambda: SensorGRU(features.n_features, n_a, history, hidden),
+    }
+    out = {}
+    for name, state in states.items():
+        module = makers[name]()
+        module.load_state_dict(state)
+        out[name] = module.eval()
+    return out
+
+
+def evaluate_all(
+    model: JepaWorldModel,
+    baselines: dict[str, torch.nn.Module],
+    prepared: Prepared,
+    checkpoint_bands,
+    sensors: list[str],
+    seed: int,
+) -> dict[str, Any]:
+    models = forecasters(model, baselines, prepared.features, model.history)
+    metrics = score(models, prepared.test, prepared.features, sensors)
+    metrics.update(diagnostics(model, prepared.features, prepared.test, checkpoint_bands, seed))
+    metrics["test_windows"] = len(prepared.test)
+    metrics["test_episodes"] = len(prepared.splits.test.episodes)
+    return metrics
+
+
+def run(
+    data: Dataset, config: RunConfig, seed: int, logger: Logger | None = None, progress: bool = False
+) -> Checkpoint:
+    """Train, calibrate and evaluate on ``data``: a checkpoint with its metrics (not yet saved)."""
+    started = time.perf_counter()
+    prepared = prepare(data, config, seed)
+    log.info(
+        "windows: train %d, val %d, calib %d, test %d",
+        len(prepared.train),
+        len(prepared.val),
+        len(prepared.calib),
+        len(prepared.test),
+    )
+    model, result = train_jepa(prepared, config, seed, logger, progress)
+    jepa_seconds = result.seconds
+    error, scale = band_errors(model, prepared.features, prepared.calib, EVAL_HORIZON)
+    bands = calibrate(error, scale, config.level)
+    baselines, baseline_seconds = train_baselines(prepared, config, seed, progress)
+    sensors = [s.name for s in data.schema.sensors]
+    metrics = evaluate_all(model, baselines, prepared, bands, sensors, seed)
+    metrics["train"] = {
+        "train_s": round(jepa_seconds, 1),
+        "baseline_train_s": {k: round(v, 1) for k, v in baseline_seconds.items()},
+        "best_val": result.best_val,
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "stopped_by": result.stopped_by,
+        "total_s": round(time.perf_counter() - started, 1),
+        "history": result.history[-5:],
+    }
+    lineage = {
+        **data.lineage,
+        "split_seed": seed,
+        "episodes_train": len(prepared.splits.train.episodes),
+        "episodes_test": len(prepared.splits.test.episodes),
+        "transitions": data.transitions,
+    }
+    return Checkpoint(
+        model=model,
+        features=prepared.features,
+        schema=data.schema,
+        bands=bands,
+        config={**config.to_dict(), "seed": seed},
+        lineage=lineage,
+        metrics=metrics,
+        baselines={name: module.state_dict() for name, module in baselines.items()},
+        control_hz=data.control_hz,
+    )

@@ -1,0 +1,104 @@
+"""The action-conditioned latent predictor and the readout from latents to sensor features.
+
+:class:`LatentPredictor`: residual ``z_{t+1} = z_t + f(z_t, e(a_t))``. ``f`` is an MLP whose
+hidden layers are modulated by the action embedding (FiLM: ``h * (1 + gamma(e)) + beta(e)``);
+``conditioning="concat"`` feeds the embedding only at the input (the ablation's weaker variant).
+History enters through the encoder's observation window, so the predictor is Markov in z and a
+rollout costs one MLP call per step.
+
+:class:`Readout`: latent (..., D) -> sensor features (..., F) and a per-sensor error scale
+(..., S) (the variance head whose output conformal calibration turns into bands).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from twin.model.encoders import mlp
+
+CONDITIONING = ("film", "concat")
+
+
+class LatentPredictor(nn.Module):
+    """(B, D) latent, (B, E) action embedding -> (B, D) next latent."""
+
+    def __init__(
+        self, latent_dim: int, action_dim: int, hidden: int, layers: int = 2, conditioning: str = "film"
+    ):
+        super().__init__()
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning={conditioning!r} must be one of {CONDITIONING}")
+        self.conditioning = conditioning
+        self.inp = nn.Linear(latent_dim + action_dim, hidden)
+        self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
+        self.film = nn.Linear(action_dim, 2 * hidden * layers) if conditioning == "film" else None
+        self.out = nn.Linear(hidden, latent_dim)
+        nn.init.zeros_(self.out.bias)
+        with torch.no_grad():
+            self.out.weight.mul_(0.1)
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+
+    def condition(self, action: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The action-only part of a step, (..., E) -> input term (..., hidden) and FiLM
+        (gamma, beta) per layer: computed once for a whole action sequence in a rollout."""
+        d = self.inp.in_features - action.shape[-1]
+        a_in = functional.linear(action, self.inp.weight[:, d:], self.inp.bias)
+        if self.film is None:
+            return a_in, None
+        chunks = self.film(action).chunk(2 * (len(self.hidden) + 1), dim=-1)
+        return a_in, tuple(m.contiguous() for m in chunks)
+
+    def step(self, z: torch.Tensor, a_in: torch.Tensor, mods: tuple[torch.Tensor, ...] | None):
+        """One step from a latent (B, D) and :meth:`condition` terms of one action (B, ...)."""
+        d = z.shape[-1]
+        h = functional.linear(z, self.inp.weight[:, :d]) + a_in
+        for i, layer in enumerate([None, *self.hidden]):
+            if layer is not None:
+                h = layer(h)
+            if mods is not None:
+                h = torch.addcmul(mods[2 * i + 1], h, 1 + mods[2 * i])
+            h = functional.silu(h)
+        return z + self.out(h)
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.step(z, *self.condition(action))
+
+    def unroll(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """z (B, D), embedded actions (B, H, E) -> latents (B, H, D) for t+1..t+H."""
+        a_in, mods = self.condition(actions.transpose(0, 1).contiguous())  # time-major: contiguous steps
+        out = []
+        for k in range(actions.shape[1]):
+            z = self.step(z, a_in[k], None if mods is None else tuple(m[k] for m in mods))
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+
+class Readout(nn.Module):
+    """(..., D) latent -> ((..., F) features, (..., S) positive error scale)."""
+
+    def __init__(self, latent_dim: int, n_features: int, n_sensors: int, hidden: int) -> None:
+        super().__init__()
+        self.mean = mlp([latent_dim, hidden, hidden, n_features])
+        self.scale = mlp([latent_dim, hidden // 2, n_sensors])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mean(z)
+
+    def error_scale(self, z: torch.Tensor) -> torch.Tensor:
+        """Expected absolute error per sensor (normalised units) of a reading of ``z``."""
+        return functional.softplus(self.scale(z)) + 1e-4
+
+
+class InverseDynamics(nn.Module):
+    """(B, D) z_t, (B, D) z_{t+1} -> (B, A) action in [-1, 1]."""
+
+    def __init__(self, latent_dim: int, n_actions: int, hidden: int) -> None:
+        super().__init__()
+        self.net = mlp([2 * latent_dim, hidden, n_actions])
+
+    def forward(self, z: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([z, z_next], dim=-1))

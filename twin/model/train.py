@@ -1,0 +1,170 @@
+"""The training loop: handed its config, objective (which holds the model), data and logger.
+
+Minibatches are drawn with a seeded ``torch.Generator``; the learning rate warms up then follows
+a cosine; every ``eval_every`` steps ``validate()`` is called (lower is better) and the best
+weights are kept; training stops early after ``patience`` evaluations without improvement, at
+``steps``, or at ``max_seconds`` (a wall-clock guard: a run stopped by it is not reproducible,
+and the result says so).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from twin.model.data import Windows
+
+log = logging.getLogger(__name__)
+
+
+class Objective(Protocol):
+    model: torch.nn.Module
+
+    def parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def loss(self, batch: Windows) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def after_step(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    steps: int = 3000
+    batch: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup: int = 100
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    patience: int = 4
+    max_seconds: float = 480.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "eval_every", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 1")
+        for name in ("lr", "max_seconds", "grad_clip"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number > 0")
+        if self.weight_decay < 0 or self.warmup < 0 or self.seed < 0:
+            raise ValueError(
+                f"TrainConfig: weight_decay={self.weight_decay!r}, warmup={self.warmup!r}, "
+                f"seed={self.seed!r} must be >= 0"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class TrainResult:
+    best_val: float
+    best_step: int
+    steps: int
+    seconds: float
+    stopped_by: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+Logger = Callable[[dict[str, float]], None]
+
+
+class Trainer:
+    """Fits ``objective.model`` on ``train`` windows; ``validate`` scores it (lower is better)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        objective: Objective,
+        train: Windows,
+        validate: Callable[[], float],
+        logger: Logger | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.config = config
+        self.objective = objective
+        self.train = train
+        self.validate = validate
+        self.logger = logger
+        self.progress = progress
+
+    def _lr(self, step: int) -> float:
+        c = self.config
+        if step < c.warmup:
+            return c.lr * (step + 1) / c.warmup
+        frac = (step - c.warmup) / max(1, c.steps - c.warmup)
+        return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+    def fit(self) -> TrainResult:
+        c = self.config
+        model = self.objective.model
+        optimiser = torch.optim.AdamW(self.objective.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        generator = torch.Generator().manual_seed(c.seed)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.steps, desc="train", unit="step", dynamic_ncols=True)
+        started = time.perf_counter()
+        best, best_step, best_state, bad, stopped_by = math.inf, 0, None, 0, "steps"
+        history: list[dict[str, float]] = []
+        running: dict[str, float] = {}
+        step = 0
+        for step in range(1, c.steps + 1):
+            model.train()
+            index = torch.randint(len(self.train), (c.batch,), generator=generator)
+            total, stats = self.objective.loss(self.train.take(index))
+            for group in optimiser.param_groups:
+                group["lr"] = self._lr(step - 1)
+            optimiser.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.objective.parameters(), c.grad_clip)
+            optimiser.step()
+            self.objective.after_step()
+            stats["loss"] = float(total.detach())
+            for key, value in stats.items():
+                running[key] = 0.9 * running.get(key, value) + 0.1 * value
+            if bar is not None:
+                bar.update(1)
+            elapsed = time.perf_counter() - started
+            if step % c.eval_every == 0 or step == c.steps or elapsed > c.max_seconds:
+                val = float(self.validate())
+                record = {"step": step, "seconds": round(elapsed, 1), "val": val, **running}
+                history.append(record)
+                if self.logger is not None:
+                    self.logger(record)
+                if bar is not None:
+                    postfix = {"loss": running["loss"], "val": val}
+                    if "latent_std" in running:
+                        postfix["z_std"] = running["latent_std"]
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()})
+                if val < best:
+                    best, best_step, bad = val, step, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad += 1
+                if bad >= c.patience:
+                    stopped_by = "early_stopping"
+                    break
+                if elapsed > c.max_seconds:
+                    stopped_by = "max_seconds"
+                    log.warning(
+                        "training stopped by the %.0f s wall-clock guard at step %d", c.max_seconds, step
+                    )
+                    break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        return TrainResult(best, best_step, step, time.perf_counter() - started, stopped_by, history)

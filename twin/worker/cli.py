@@ -1,0 +1,122 @@
+"""``twin worker`` (the running twin) and ``twin memory search``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+
+def worker_command(
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Checkpoint path or registry name[:version]; repeatable (default: the registry).",
+        ),
+    ] = None,
+    asset: Annotated[
+        list[str] | None, typer.Option("--asset", help="Serve only this asset (repeatable): shard a fleet.")
+    ] = None,
+    stream: Annotated[str, typer.Option(help="Stream the models read.")] = "state",
+    db: Annotated[str | None, typer.Option(help="Database URL [env JUMEAU_DB].")] = None,
+    source: Annotated[str, typer.Option(help="Source id on the bus (unique per worker).")] = "worker",
+    publish_hz: Annotated[float, typer.Option(help="Predictions per asset per second.")] = 10.0,
+    horizons: Annotated[str, typer.Option(help="Control steps ahead, comma separated.")] = "1,5,10,30",
+    calibration_steps: Annotated[
+        int, typer.Option(help="Nominal steps per asset that calibrate the detector.")
+    ] = 300,
+    false_alarm_rate: Annotated[
+        float, typer.Option(help="Per-step false-alarm rate of the thresholds.")
+    ] = 1e-3,
+    margin: Annotated[float, typer.Option(help="Thresholds = nominal quantile x margin.")] = 1.5,
+    max_future: Annotated[
+        float, typer.Option(help="Reject frames this many s ahead of the clock (0: off).")
+    ] = 5.0,
+    overflow: Annotated[str, typer.Option(help="Full write queue: shed or block.")] = "shed",
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the twin: predictions, surprise, anomalies and memory for every served asset."""
+    from bridge import BusConfig
+    from twin.logs import setup_logging
+    from twin.store.writer import WriterConfig
+    from twin.worker.config import DetectorConfig, WorkerConfig
+    from twin.worker.service import run_worker
+
+    setup_logging(verbose)
+    try:
+        config = WorkerConfig(
+            bus=BusConfig.from_env(),
+            db_url=db,
+            models=tuple(model or ()),
+            assets=tuple(asset or ()),
+            stream=stream,
+            source=source,
+            horizons_steps=tuple(int(h) for h in horizons.split(",") if h.strip()),
+            publish_hz=publish_hz,
+            max_future_s=max_future or None,
+            detector=DetectorConfig(
+                calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
+            ),
+            writer=WriterConfig(overflow=overflow),  # type: ignore[arg-type]
+        )
+    except (TypeError, ValueError) as exc:
+        typer.echo(f"twin worker: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stats = run_worker(
+        config, stop, on_ready=lambda info: typer.echo(json.dumps(info), nl=True), duration_s=duration or None
+    )
+    summary = {
+        "event": "worker_stopped",
+        "observations": stats.observations,
+        "steps": stats.steps,
+        "predictions": stats.predictions,
+        "anomalies": stats.anomalies,
+        "false_alarms": stats.false_alarms,
+        "restored": stats.restored,
+    }
+    typer.echo(json.dumps(summary))
+
+
+def memory_search_command(
+    asset: Annotated[str, typer.Option(help="Asset whose memory to search.")],
+    like: Annotated[str, typer.Option(help="A time (t_ns, Unix seconds or ISO 8601): find moments like it.")],
+    k: Annotated[int, typer.Option(min=1, help="How many moments.")] = 5,
+    db: Annotated[str | None, typer.Option(help="Database URL [env JUMEAU_DB].")] = None,
+) -> None:
+    """When did this asset look like it did at --like? The most similar remembered moments."""
+    from twin.store.engine import make_engine
+    from twin.worker.memory import parse_time, search
+
+    try:
+        t_ns = parse_time(like)
+    except ValueError as exc:
+        typer.echo(f"twin memory search: {exc}", err=True)
+        raise typer.Exit(2) from None
+    engine = make_engine(db)
+    try:
+        moments = search(engine, asset, t_ns, k)
+    finally:
+        engine.dispose()
+    for m in moments:
+        typer.echo(
+            json.dumps(
+                {
+                    "asset": m.asset,
+                    "t_ns": m.t_ns,
+                    "kind": m.kind,
+                    "similarity": m.similarity,
+                    "context": m.context,
+                }
+            )
+        )
+    if not moments:
+        typer.echo(f"no remembered moments of {asset!r} to compare with", err=True)

@@ -1,0 +1,103 @@
+"""Configuration of the twin worker: one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from bridge import BusConfig
+from twin.store.writer import WriterConfig
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """How surprise becomes an anomaly (see :mod:`twin.worker.detector`).
+
+    ``calibration_steps`` nominal control steps per asset (after ``warmup_steps``) set the
+    thresholds at the ``1 - false_alarm_rate`` quantile of nominal statistics times ``margin``.
+    ``cusum_k``: CUSUM reference as a quantile of the nominal combined score; ``ewma_lambda``:
+    EWMA weight of the signed per-sensor residuals (slow drift). ``clear_steps``: steps below
+    every threshold before an anomaly is declared over.
+    """
+
+    warmup_steps: int = 10
+    calibration_steps: int = 300
+    false_alarm_rate: float = 1e-3
+    margin: float = 1.5
+    cusum_k_quantile: float = 0.95
+    ewma_lambda: float = 0.05
+    latent_weight: float = 0.5
+    clear_steps: int = 30
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_steps", "calibration_steps", "clear_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"DetectorConfig.{name}={value!r} must be an integer >= 1")
+        if self.calibration_steps < 20:
+            raise ValueError(f"DetectorConfig.calibration_steps={self.calibration_steps!r} must be >= 20")
+        for name in ("false_alarm_rate", "ewma_lambda", "cusum_k_quantile"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise ValueError(f"DetectorConfig.{name}={value!r} must be in (0, 1)")
+        if not self.margin >= 1:
+            raise ValueError(f"DetectorConfig.margin={self.margin!r} must be >= 1")
+        if not self.latent_weight >= 0:
+            raise ValueError(f"DetectorConfig.latent_weight={self.latent_weight!r} must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What ``twin worker`` runs.
+
+    ``models``: checkpoint paths or registry references (``name``, ``name:version``); empty:
+    every model of the registry (latest version of each name). A stream is served by the first
+    model whose trained schema matches it. ``assets``: serve only these (topic prefixes
+    ``obs.<asset>.``; several workers shard a fleet this way); empty: every ``obs.`` stream.
+    ``horizons_steps``: control steps ahead to publish (each <= the model's calibrated horizon).
+    ``publish_hz``: predictions per asset per second of stream time (published and stored).
+    ``max_future_s``: observations stamped further ahead of the wall clock are rejected
+    (None: no check, for simulations running faster than real time).
+    """
+
+    bus: BusConfig = field(default_factory=BusConfig)
+    db_url: str | None = None
+    models: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()
+    stream: str = "state"
+    source: str = "worker"
+    horizons_steps: tuple[int, ...] = (1, 5, 10, 30)
+    publish_hz: float = 10.0
+    snapshot_every_s: float = 1.0
+    keyframe_every_s: float = 30.0
+    max_future_s: float | None = 5.0
+    max_batch: int = 10_000
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    writer: WriterConfig = field(default_factory=lambda: WriterConfig(overflow="shed"))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, str) or isinstance(self.assets, str):
+            raise TypeError("WorkerConfig.models and .assets must be sequences of strings, not a string")
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "assets", tuple(self.assets))
+        horizons = tuple(int(h) for h in self.horizons_steps)
+        if not horizons or any(h < 1 for h in horizons) or list(horizons) != sorted(set(horizons)):
+            raise ValueError(
+                f"WorkerConfig.horizons_steps={self.horizons_steps!r} must be increasing integers >= 1"
+            )
+        object.__setattr__(self, "horizons_steps", horizons)
+        for name in ("publish_hz", "snapshot_every_s", "keyframe_every_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"WorkerConfig.{name}={value!r} must be a positive number")
+        if self.max_future_s is not None and not self.max_future_s > 0:
+            raise ValueError(f"WorkerConfig.max_future_s={self.max_future_s!r} must be > 0 or None")
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"WorkerConfig.max_batch={self.max_batch!r} must be a positive integer")
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Subscription prefixes: observations, actions and events of the served assets."""
+        if not self.assets:
+            return ("obs.", "act.", "event.")
+        return tuple(f"{kind}.{asset}." for asset in self.assets for kind in ("obs", "act", "event"))

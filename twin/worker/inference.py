@@ -1,0 +1,156 @@
+"""The micro-batched model adapter: the ONLY module of the worker that touches ``twin.model``.
+
+One :class:`ModelAdapter` per loaded model serves every asset matched to it: a batch of B
+observation windows is encoded, the held actions inferred and the future rolled out in one
+forward pass each. numpy in, numpy out; SI units at this boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from bridge import StreamSchema
+from twin.model.api import TwinModel
+from twin.model.checkpoint import SchemaMismatch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchForecast", "ModelAdapter", "SchemaMismatch", "load_models"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchForecast:
+    """For B assets: ``z`` (B, D) latents of the current windows, ``actions`` (B, A) SI held,
+    and t+1..t+H: ``latents`` (B, H, D), ``values``/``low``/``high`` (B, H, S) SI."""
+
+    z: np.ndarray
+    actions: np.ndarray
+    latents: np.ndarray
+    values: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+class ModelAdapter:
+    """A loaded world model seen by the worker: batched encode, forecast, errors."""
+
+    def __init__(self, model: TwinModel, name: str) -> None:
+        self.model = model
+        self.name = name
+        self.history = model.history
+        self.horizon = model.horizon
+        self.control_hz = float(model.control_hz)
+        self.sensors = tuple(model.sensors)
+        self.std = np.asarray(model.features.std, dtype=np.float64)
+        self.level = float(model.bands.level)
+        features = model.features
+        self._mid = (features.action_high + features.action_low) / 2
+        self._half = (features.action_high - features.action_low) / 2
+        self.latent_dim = int(model.model.config.latent_dim)
+        self.n_actions = len(self._mid)
+
+    @classmethod
+    def load(cls, ref: str, engine: Engine | None = None) -> ModelAdapter:
+        model = TwinModel.load(ref, engine=engine)
+        checkpoint = model.checkpoint
+        name = f"{checkpoint.name}:{checkpoint.version}" if checkpoint.name else Path(ref).stem
+        return cls(model, name)
+
+    def matches(self, schema: StreamSchema) -> str | None:
+        """None if the model serves ``schema``; else why not."""
+        if schema.kind != "vector":
+            return f"{schema.kind} stream"
+        try:
+            self.model.check(schema)
+        except SchemaMismatch as exc:
+            return str(exc)
+        return None
+
+    def encode(self, windows: np.ndarray) -> np.ndarray:
+        """(B, history, S) SI -> (B, D) float32."""
+        return self.model.encode(windows).astype(np.float32)
+
+    @torch.no_grad()
+    def infer_actions(self, z_prev: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The actions (B, A) SI that most likely led from ``z_prev`` to ``z`` (inverse dynamics)."""
+        a = self.model.model.infer_action(torch.from_numpy(z_prev), torch.from_numpy(z)).numpy()
+        return self._mid + np.clip(a, -1.0, 1.0) * self._half
+
+    def forecast(
+        self, windows: np.ndarray, z_prev: np.ndarray | None, held: np.ndarray | None, steps: int
+    ) -> BatchForecast:
+        """Encode B windows and roll out ``steps`` control steps with each asset's action held.
+
+        ``held`` (B, A) SI actions known from the bus (NaN rows: unknown, inferred from
+        ``z_prev`` (B, D) by inverse dynamics; NaN rows of ``z_prev``: zero action)."""
+        if steps > self.horizon:
+            raise ValueError(f"bands are calibrated up to {self.horizon} steps, asked for {steps}")
+        z = self.encode(windows)
+        b = len(z)
+        actions = np.tile(self._mid, (b, 1)) if held is None else np.array(held, dtype=np.float64)
+        unknown = np.isnan(actions).any(axis=1)
+        if z_prev is not None and unknown.any():
+            known_prev = unknown & np.isfinite(z_prev).all(axis=1)
+            if known_prev.any():
+                actions[known_prev] = self.infer_actions(z_prev[known_prev], z[known_prev])
+        actions[np.isnan(actions).any(axis=1)] = self._mid
+        plan = np.repeat(actions[:, None, :], steps, axis=1)
+        latents = self.model.predict_latents(z, plan)
+        values, scale = self.model.read(latents)
+        half = self.model.bands.half_width(scale, self.std)
+        return BatchForecast(z, actions, latents.astype(np.float32), values, values - half, values + half)
+
+    def read(self, latents: np.ndarray) -> np.ndarray:
+        """Latents (..., D) -> sensor values (..., S) SI."""
+        return self.model.read(latents)[0]
+
+    def normalised_error(self, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """(observed - predicted) / training std per sensor, angles wrapped: (..., S)."""
+        return -self.model.features.normalised_error(predicted, observed)
+
+    def error(self, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """observed - predicted in SI units, angles wrapped: (..., S)."""
+        return self.normalised_error(predicted, observed) * self.std
+
+    def baseline(self, name: str) -> torch.nn.Module | None:
+        """A fitted sensor-space baseline stored with the checkpoint (``mlp``, ``linear``...)."""
+        from twin.model.pipeline import restore_baselines
+
+        states = self.model.checkpoint.baselines
+        if name not in states:
+            return None
+        hidden = int(self.model.model.config.hidden)
+        return restore_baselines({name: states[name]}, self.model.features, self.history, hidden)[name]
+
+    def __repr__(self) -> str:
+        return f"ModelAdapter({self.name!r}, history={self.history}, horizon={self.horizon})"
+
+
+def registry_refs(engine: Engine) -> list[str]:
+    """``name:version`` of the latest version of every registered model."""
+    from twin.store.models import ModelRow
+
+    with Session(engine) as session:
+        latest = select(ModelRow.name, func.max(ModelRow.version)).group_by(ModelRow.name)
+        return [f"{name}:{version}" for name, version in session.execute(latest)]
+
+
+def load_models(refs: tuple[str, ...], engine: Engine | None) -> list[ModelAdapter]:
+    """Load ``refs`` (empty: the registry's latest models); a ref that fails is logged and skipped."""
+    if not refs and engine is not None:
+        refs = tuple(registry_refs(engine))
+    adapters = []
+    for ref in refs:
+        try:
+            adapters.append(ModelAdapter.load(ref, engine))
+        except (LookupError, OSError, ValueError) as exc:
+            log.error("model %s not loaded: %s", ref, exc)
+    return adapters

@@ -1,0 +1,518 @@
+"""The live loop: drain the bus, step every asset that received a control-step observation in
+ONE micro-batched forward pass per model, then publish, detect and queue rows for the store.
+
+It takes its collaborators (subscriber, publisher, writer, models) and builds none of them.
+Nothing an input does can crash it: each bad frame is one ``error`` Event (rate limited per
+asset and reason) and one count in :attr:`TwinWorker.rejected`; other assets are unaffected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bridge import Action, Event, Observation, Prediction, Publisher, SensorSpec, StreamSchema, Subscriber
+from twin.worker.assets import Anomaly, AssetState, Pending
+from twin.worker.config import WorkerConfig
+from twin.worker.detector import Detector, Verdict
+from twin.worker.inference import ModelAdapter
+from twin.worker.memory import memory_op
+from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64
+from twin.worker.surprise import Surprise
+
+log = logging.getLogger(__name__)
+
+_REPORT_EVERY_S = 10.0
+SURPRISE_STREAM = "surprise"
+
+
+@dataclass
+class WorkerStats:
+    """What the loop did (read live or after :meth:`TwinWorker.run`)."""
+
+    observations: int = 0
+    steps: int = 0
+    batches: int = 0
+    predictions: int = 0
+    errors_stored: int = 0
+    anomalies: int = 0
+    false_alarms: int = 0
+    detection_delays_s: list[float] = field(default_factory=list)
+    restored: int = 0
+
+
+class TwinWorker:
+    """Serve every matching asset of the bus; see the module docstring."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        subscriber: Subscriber,
+        publisher: Publisher,
+        writer: WorkerWriter | None,
+        models: list[ModelAdapter],
+        restored: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.subscriber = subscriber
+        self.publisher = publisher
+        self.writer = writer
+        self.models = models
+        self.restored = dict(restored or {})
+        self.assets: dict[str, AssetState] = {}
+        self.unserved: dict[tuple[str, str], str] = {}
+        self.rejected: Counter[str] = Counter()
+        self.stats = WorkerStats()
+        self._reported: dict[tuple[str, str], tuple[float, int]] = {}
+        self._announced: set[str] = set()
+        self._pending_faults: dict[str, list[tuple[int, str]]] = defaultdict(list)
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, duration_s: float | None = None) -> WorkerStats:
+        end = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.is_set() and (end is None or time.monotonic() < end):
+            first = self.subscriber.recv(timeout_s=0.05)
+            if first is None:
+                continue
+            self.handle([first, *self.subscriber.drain(self.config.max_batch)])
+        self.snapshot_all("shutdown")
+        return self.stats
+
+    def handle(self, messages: list[Any]) -> None:
+        """Ingest a drained batch, then step the assets that reached a control step."""
+        stepped: dict[str, AssetState] = {}
+        for message in messages:
+            kind = type(message)
+            if kind is Observation:
+                if message.stream == self.config.stream:
+                    asset = self.ingest(message)
+                    if asset is not None:
+                        stepped[asset.asset] = asset
+            elif kind is Event:
+                self.on_event(message)
+            elif kind is Action:
+                asset = self.assets.get(message.asset)
+                values = message.values
+                if (
+                    asset is not None
+                    and values.shape == (asset.model.n_actions,)
+                    and np.isfinite(values).all()
+                ):
+                    asset.bus_action = values.astype(np.float64)
+            elif kind is StreamSchema and message.stream == self.config.stream:
+                asset = self.assets.get(message.asset)
+                if asset is not None and asset.schema_id != message.schema_id:
+                    self.detach(asset, f"schema changed to {message.schema_id}")
+        if stepped:
+            self.step(list(stepped.values()))
+
+    # --- input ---------------------------------------------------------------------------------
+    def report(self, asset: str, name: str, message: str, **params: Any) -> None:
+        """Count a rejected input and publish one ``error`` Event per asset and reason every 10 s."""
+        self.rejected[name] += 1
+        key = (asset, name)
+        now = time.monotonic()
+        last, suppressed = self._reported.get(key, (-_REPORT_EVERY_S, 0))
+        if now - last < _REPORT_EVERY_S:
+            self._reported[key] = (last, suppressed + 1)
+            return
+        self._reported[key] = (now, 0)
+        log.warning("%s: %s: %s (%d more like it since the last report)", asset, name, message, suppressed)
+        params = {k: v for k, v in params.items() if isinstance(v, (str, int, float, bool))}
+        params["suppressed"] = suppressed
+        self.emit(Event(asset, time.time_ns(), "error", name, "warning", message, params))
+
+    def attach(self, obs: Observation) -> AssetState | None:
+        """Match the observation's stream to a model (by schema); None when none serves it."""
+        schema = self.subscriber.schemas.get((obs.asset, obs.stream))
+        if schema is None or (obs.schema_id and schema.schema_id != obs.schema_id):
+            self.report(obs.asset, "unknown_schema", f"no schema {obs.schema_id!r} for {obs.topic}")
+            return None
+        key = (obs.asset, schema.schema_id)
+        if key in self.unserved:
+            self.rejected["no_model"] += 1
+            return None
+        reasons = {}
+        for model in self.models:
+            why = model.matches(schema)
+            if why is None:
+                return self._start(obs.asset, schema, model)
+            reasons[model.name] = why
+        detail = "; ".join(f"{k}: {v}" for k, v in reasons.items()) or "no model loaded"
+        self.unserved[key] = detail
+        self.rejected["no_model"] += 1
+        log.error("%s.%s: no model serves schema %s (%s)", obs.asset, obs.stream, schema.schema_id, detail)
+        self.emit(
+            Event(
+                obs.asset,
+                time.time_ns(),
+                "error",
+                "no_model",
+                "warning",
+                f"no model serves {obs.topic} (schema {schema.schema_id}): {detail}"[:2000],
+                {"stream": obs.stream, "schema_id": schema.schema_id},
+            )
+        )
+        return None
+
+    def _start(self, name: str, schema: StreamSchema, model: ModelAdapter) -> AssetState:
+        asset = AssetState(
+            asset=name,
+            stream=schema.stream,
+            model=model,
+            schema_id=schema.schema_id,
+            detector=Detector(self.config.detector, model.sensors),
+            window=np.zeros((model.history, len(model.sensors))),
+        )
+        asset.faults.extend(self._pending_faults.pop(name, []))
+        row = self.restored.pop(name, None)
+        if row is not None:
+            if row.model == model.name and row.schema_id == schema.schema_id:
+                self._restore(asset, row)
+            else:
+                log.warning("%s: stored state is for %s/%s, starting afresh", name, row.model, row.schema_id)
+        self.assets[name] = asset
+        log.info(
+            "%s.%s served by %s%s", name, schema.stream, model.name, " (restored)" if asset.restored else ""
+        )
+        return asset
+
+    def _restore(self, asset: AssetState, row: Any) -> None:
+        asset.window = np.frombuffer(row.window, dtype="<f8").reshape(asset.window.shape).copy()
+        asset.filled = len(asset.window)
+        asset.z = np.frombuffer(row.z, dtype="<f4").copy()
+        action = np.frombuffer(row.action, dtype="<f8").copy()
+        asset.action = action if len(action) else None
+        asset.step = int(row.step)
+        asset.last_t_ns = asset.last_step_t_ns = int(row.t_ns)
+        asset.detector = Detector.from_json(self.config.detector, asset.model.sensors, row.detector)
+        asset.restored = True
+        self.stats.restored += 1
+        self.emit(
+            Event(
+                asset.asset,
+                time.time_ns(),
+                "marker",
+                "state_restored",
+                "info",
+                f"{asset.asset}: resumed from the snapshot at t_ns={row.t_ns}",
+                {
+                    "snapshot_t_ns": int(row.t_ns),
+                    "step": int(row.step),
+                    "z_digest": hashlib.sha1(asset.z.tobytes()).hexdigest()[:16],
+                    "window_digest": hashlib.sha1(asset.window.tobytes()).hexdigest()[:16],
+                },
+            )
+        )
+
+    def detach(self, asset: AssetState, why: str) -> None:
+        """Forget an asset's state (schema change): the next frame re-matches a model."""
+        self.report(asset.asset, "schema_change", f"{asset.asset}.{asset.stream}: {why}; state reset")
+        self.snapshot(asset, "detached")
+        del self.assets[asset.asset]
+
+    def ingest(self, obs: Observation) -> AssetState | None:
+        """Validate one observation; return the asset if it completed a control step."""
+        self.stats.observations += 1
+        asset = self.assets.get(obs.asset)
+        if asset is not None and obs.schema_id and obs.schema_id != asset.schema_id:
+            self.detach(asset, f"frames now cite schema {obs.schema_id}")
+            asset = None
+        if asset is None:
+            asset = self.attach(obs)
+            if asset is None:
+                return None
+        values = obs.values
+        if values.shape != asset.window.shape[1:]:
+            self.report(
+                obs.asset, "bad_shape", f"values {values.shape}, model wants {asset.window.shape[1:]}"
+            )
+            return None
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all():
+            bad = [s for s, v in zip(asset.model.sensors, values, strict=True) if not np.isfinite(v)]
+            self.report(
+                obs.asset, "non_finite", f"non-finite value in {bad}: frame skipped", sensors=",".join(bad)
+            )
+            return None
+        if obs.t_ns <= asset.last_t_ns:
+            self.report(
+                obs.asset,
+                "time_backwards",
+                f"t_ns {obs.t_ns} <= last {asset.last_t_ns}: frame skipped",
+                t_ns=obs.t_ns,
+            )
+            return None
+        if (
+            self.config.max_future_s is not None
+            and obs.t_ns > time.time_ns() + self.config.max_future_s * 1e9
+        ):
+            ahead = (obs.t_ns - time.time_ns()) / 1e9
+            self.report(obs.asset, "time_future", f"t_ns {ahead:.1f} s ahead of the clock: frame skipped")
+            return None
+        schema = self.subscriber.schemas.get((obs.asset, obs.stream))
+        if schema is not None:
+            outside = [
+                s.name for s, v in zip(schema.sensors, values, strict=True) if not s.low <= v <= s.high
+            ]
+            if outside:
+                self.report(obs.asset, "out_of_range", f"{outside} outside the schema's range: frame skipped")
+                return None
+        asset.last_t_ns = obs.t_ns
+        period = 1e9 / asset.model.control_hz
+        if asset.last_step_t_ns >= 0 and obs.t_ns - asset.last_step_t_ns < 0.75 * period:
+            return None
+        asset.push(values, obs.t_ns)
+        self.resolve(asset, values, obs.t_ns, period)
+        return asset if asset.ready else None
+
+    def on_event(self, event: Event) -> None:
+        if event.source == self.publisher.source:
+            return
+        if event.category == "fault" and not event.name.endswith("_cleared"):
+            asset = self.assets.get(event.asset)
+            target = asset.faults if asset is not None else self._pending_faults[event.asset]
+            target.append((event.t_ns, event.name))
+        elif event.category == "note":
+            asset = self.assets.get(event.asset)
+            if asset is not None and asset.z is not None:
+                context = {"note": event.message, "name": event.name, "values": asset.window[-1].tolist()}
+                self.store(memory_op(asset.asset, event.t_ns, "note", asset.model.name, asset.z, context))
+
+    # --- stepping ------------------------------------------------------------------------------
+    def step(self, assets: list[AssetState]) -> None:
+        groups: dict[int, list[AssetState]] = defaultdict(list)
+        for asset in assets:
+            groups[id(asset.model)].append(asset)
+        for group in groups.values():
+            model = group[0].model
+            steps = min(model.horizon, max(self.config.horizons_steps))
+            nan_z = np.full(model.latent_dim, np.nan, dtype=np.float32)
+            nan_a = np.full(model.n_actions, np.nan)
+            windows = np.stack([a.window for a in group])
+            z_prev = np.stack([nan_z if a.z is None else a.z for a in group])
+            held = np.stack([nan_a if a.bus_action is None else a.bus_action for a in group])
+            forecast = model.forecast(windows, z_prev, held, steps)
+            residuals = np.stack(
+                [
+                    model.normalised_error(a.predicted_values, a.window[-1])
+                    if a.predicted_values is not None
+                    else np.full(len(model.sensors), np.nan)
+                    for a in group
+                ]
+            )
+            self.stats.batches += 1
+            for i, asset in enumerate(group):
+                self.stats.steps += 1
+                verdict = None
+                if asset.predicted_z is not None and np.isfinite(residuals[i]).all():
+                    latent = float(np.sqrt(np.mean((forecast.z[i] - asset.predicted_z) ** 2)))
+                    verdict = asset.detector.update(Surprise(residuals[i], latent))
+                asset.z = forecast.z[i]
+                asset.action = forecast.actions[i]
+                asset.predicted_z = forecast.latents[i, 0]
+                asset.predicted_values = forecast.values[i, 0]
+                if verdict is not None:
+                    asset.last_surprise = verdict.score
+                    self.detect(asset, verdict)
+                self.outputs(asset, forecast, i)
+
+    def detect(self, asset: AssetState, verdict: Verdict) -> None:
+        t = asset.last_step_t_ns
+        if verdict.score < 0.5:
+            asset.calm_since_t_ns = t
+        current = asset.anomaly
+        if current is None:
+            if verdict.alarm:
+                since = asset.calm_since_t_ns or t
+                asset.anomaly = Anomaly(since, t, verdict.score)
+                self.raise_anomaly(asset, verdict, since)
+            return
+        current.peak = max(current.peak, verdict.score)
+        current.quiet = 0 if verdict.alarm or verdict.score > 0.8 else current.quiet + 1
+        if current.quiet >= self.config.detector.clear_steps:
+            asset.anomaly = None
+            asset.detector.reset_statistics()
+            self.emit(
+                Event(
+                    asset.asset,
+                    t,
+                    "anomaly",
+                    "anomaly_cleared",
+                    "info",
+                    f"{asset.asset}: back to nominal (anomaly since t_ns={current.since_t_ns})",
+                    {"since_t_ns": current.since_t_ns, "peak": round(current.peak, 3)},
+                )
+            )
+
+    def raise_anomaly(self, asset: AssetState, verdict: Verdict, since: int) -> None:
+        t = asset.last_step_t_ns
+        ranked = sorted(verdict.contributions.items(), key=lambda kv: -kv[1])
+        params: dict[str, Any] = {
+            "since_t_ns": since,
+            "detected_t_ns": t,
+            "score": round(verdict.score, 3),
+            "statistic": verdict.reason,
+            "sensors": ",".join(name for name, share in ranked[:3] if share > 0.05) or ranked[0][0],
+            "model": asset.model.name,
+            "evidence": f"predictions:{asset.asset}.{asset.stream}:{since}..{t}",
+        }
+        params.update({f"share_{name}": share for name, share in ranked[:5]})
+        faults = [f for f in asset.faults if f[0] <= t]
+        self.stats.anomalies += 1
+        if faults:
+            fault_t, fault_name = faults[-1]
+            delay = (t - fault_t) / 1e9
+            params.update(fault=fault_name, fault_t_ns=fault_t, delay_s=round(delay, 3))
+            self.stats.detection_delays_s.append(delay)
+        else:
+            params["false_alarm"] = True
+            self.stats.false_alarms += 1
+        message = (
+            f"{asset.asset}: anomaly ({verdict.reason}, score {verdict.score:.2f}) in {params['sensors']}"
+        )
+        log.warning("%s", message)
+        self.emit(Event(asset.asset, t, "anomaly", "anomaly", "warning", message, params))
+        if asset.z is not None:
+            context = {"values": asset.window[-1].tolist(), "score": verdict.score, **params}
+            self.store(memory_op(asset.asset, t, "anomaly", asset.model.name, asset.z, context))
+
+    # --- outputs ------------------------------------------------------------------------------
+    def outputs(self, asset: AssetState, forecast: Any, i: int) -> None:
+        t = asset.last_step_t_ns
+        model = asset.model
+        if t >= asset.next_publish_t_ns:
+            asset.next_publish_t_ns = t + int(1e9 / self.config.publish_hz * 0.999)
+            self.publish_prediction(asset, forecast, i)
+        if t >= asset.next_snapshot_t_ns:
+            asset.next_snapshot_t_ns = t + int(self.config.snapshot_every_s * 1e9)
+            self.snapshot(asset, "periodic")
+        if t >= asset.next_keyframe_t_ns and asset.z is not None:
+            asset.next_keyframe_t_ns = t + int(self.config.keyframe_every_s * 1e9)
+            context = {"values": asset.window[-1].tolist(), "surprise": asset.last_surprise}
+            self.store(memory_op(asset.asset, t, "keyframe", model.name, asset.z, context))
+
+    def publish_prediction(self, asset: AssetState, forecast: Any, i: int) -> None:
+        model = asset.model
+        t = asset.last_step_t_ns
+        rows = [h - 1 for h in self.config.horizons_steps if h <= forecast.values.shape[1]]
+        horizons = np.array([(r + 1) / model.control_hz for r in rows])
+        mean, low, high = forecast.values[i, rows], forecast.low[i, rows], forecast.high[i, rows]
+        self.publisher.publish(
+            Prediction(
+                asset.asset,
+                asset.stream,
+                time.time_ns(),
+                t,
+                horizons,
+                mean,
+                low,
+                high,
+                model.level,
+                model.name,
+            )
+        )
+        self.publish_surprise(asset, t)
+        self.stats.predictions += 1
+        row = {
+            "asset": asset.asset,
+            "stream": asset.stream,
+            "origin_t_ns": t,
+            "model": model.name,
+            "source": self.publisher.source,
+            "horizons_s": horizons.tolist(),
+            "level": model.level,
+            "mean": f64(mean),
+            "lower": f64(low),
+            "upper": f64(high),
+            "surprise": asset.last_surprise if asset.detector.armed else None,
+        }
+        self.store(RowOp("predictions", row))
+        for k, h in enumerate(horizons):
+            target = t + round(float(h) * 1e9)
+            asset.pending.append(Pending(t, float(h), target, mean[k], low[k], high[k]))
+
+    def publish_surprise(self, asset: AssetState, t: int) -> None:
+        if asset.asset not in self._announced:
+            self._announced.add(asset.asset)
+            spec = (
+                SensorSpec("score", "1", 0.0),
+                SensorSpec("cusum", "1", 0.0),
+                SensorSpec("anomaly", "1", 0.0, 1.0),
+            )
+            self.publisher.announce(
+                StreamSchema(
+                    asset.asset, SURPRISE_STREAM, "vector", "<f8", (3,), self.config.publish_hz, spec
+                )
+            )
+        d = asset.detector
+        values = np.array(
+            [asset.last_surprise, d.cusum / d.cusum_h if d.armed else 0.0, float(asset.anomaly is not None)]
+        )
+        self.publisher.publish(Observation(asset.asset, SURPRISE_STREAM, t, values))
+
+    def resolve(self, asset: AssetState, values: np.ndarray, t_ns: int, period: float) -> None:
+        """Store the error of every pending prediction whose target time this step reaches."""
+        model = asset.model
+        while asset.pending and asset.pending[0].target_t_ns <= t_ns + period / 2:
+            p = asset.pending.popleft()
+            if t_ns - p.target_t_ns > period:
+                self.rejected["target_missed"] += 1
+                continue
+            normalised = model.normalised_error(p.predicted, values)
+            error = normalised * model.std
+            row = {
+                "asset": asset.asset,
+                "stream": asset.stream,
+                "origin_t_ns": p.origin_t_ns,
+                "horizon_s": p.horizon_s,
+                "target_t_ns": p.target_t_ns,
+                "observed_t_ns": t_ns,
+                "predicted": f64(p.predicted),
+                "observed": f64(values),
+                "error": f64(error),
+                "nrmse": float(np.sqrt(np.mean(normalised**2))),
+                "in_band": bool(np.all((values >= p.low) & (values <= p.high))),
+            }
+            self.store(RowOp("prediction_errors", row))
+            self.stats.errors_stored += 1
+
+    def snapshot(self, asset: AssetState, reason: str) -> None:
+        if asset.z is None:
+            return
+        row = {
+            "asset": asset.asset,
+            "stream": asset.stream,
+            "t_ns": asset.last_step_t_ns,
+            "source": self.publisher.source,
+            "model": asset.model.name,
+            "schema_id": asset.schema_id,
+            "step": asset.step,
+            "z": f32(asset.z),
+            "window": f64(asset.window),
+            "action": f64(asset.action if asset.action is not None else np.zeros(0)),
+            "detector": asset.detector.to_json(),
+            "reason": reason,
+        }
+        self.store(RowOp("latent_states", row))
+
+    def snapshot_all(self, reason: str) -> None:
+        for asset in self.assets.values():
+            self.snapshot(asset, reason)
+
+    def emit(self, event: Event) -> None:
+        """Publish an event and store it (with the seq it travelled with)."""
+        self.publisher.publish(event)
+        seq = self.publisher.last_seq.get(event.topic, 0)
+        self.store(event_op(event, seq, self.publisher.source))
+
+    def store(self, op: RowOp) -> None:
+        if self.writer is not None:
+            self.writer.submit(op)

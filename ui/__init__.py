@@ -1,0 +1,1 @@
+"""Jumeau's operator dashboard (Streamlit)."""

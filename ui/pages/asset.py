@@ -1,0 +1,5 @@
+"""Asset live page."""
+
+from ui.views.asset import render
+
+render()

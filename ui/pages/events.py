@@ -1,0 +1,5 @@
+"""Events and memory page."""
+
+from ui.views.events import render
+
+render()

@@ -1,0 +1,5 @@
+"""Fleet page."""
+
+from ui.views.fleet import render
+
+render()

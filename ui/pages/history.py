@@ -1,0 +1,5 @@
+"""History page."""
+
+from ui.views.history import render
+
+render()

@@ -1,0 +1,5 @@
+"""Models page."""
+
+from ui.views.models import render
+
+render()

@@ -1,0 +1,5 @@
+"""What-if page."""
+
+from ui.views.whatif import render
+
+render()

@@ -1,0 +1,1 @@
+"""One render function per page; page files only call them."""
