@@ -265,6 +265,28 @@ class Observation:
         return f"obs.{self.asset}.{self.stream}"
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def trusted_observation(
+    asset: str, stream: str, t_ns: int, values: np.ndarray, schema_id: str, source: str, seq: int
+) -> Observation:
+    """An :class:`Observation` built without re-running its checks: only for the decoder's hot
+    path, on fields whose names were validated before for the same stream and source, a
+    non-negative integer ``t_ns`` and ``seq`` and a numeric ``values`` it built itself
+    (measured: half the cost of the checked constructor, which dominated decoding)."""
+    message = _new(Observation)
+    _set(message, "asset", asset)
+    _set(message, "stream", stream)
+    _set(message, "t_ns", t_ns)
+    _set(message, "values", values)
+    _set(message, "schema_id", schema_id)
+    _set(message, "source", source)
+    _set(message, "seq", seq)
+    return message
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     """A command to an asset's actuators, in the order of its schema's ``actuators``."""
