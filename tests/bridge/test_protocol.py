@@ -485,3 +485,41 @@ def test_envelope_with_broken_utf8_string_is_not_msgpack():
     with pytest.raises(ProtocolError) as caught:
         decode([b"", b"\xaa\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80"])
     assert caught.value.reason == "not_msgpack"
+
+
+# --- the decoder's hot path for known streams gives the same verdicts as the full path ------------
+
+
+def test_known_stream_fast_path_decodes_identically():
+    first = decode(good_frames())  # the full path; the stream is now known
+    again = decode(good_frames())  # the hot path
+    assert type(again) is Observation
+    assert dataclasses.astuple(again)[:3] == dataclasses.astuple(first)[:3]
+    assert (again.schema_id, again.source, again.seq) == (first.schema_id, first.source, first.seq)
+    np.testing.assert_array_equal(again.values, first.values)
+    assert again.values.dtype == first.values.dtype and again.values.shape == first.values.shape
+    image = Observation("rig", "cam", 9, np.arange(12, dtype=np.uint8).reshape(2, 2, 3))
+    decode(encode(image, source="src", seq=1))
+    hot = decode(encode(image, source="src", seq=2))
+    assert hot.values.shape == (2, 2, 3) and hot.seq == 2
+    np.testing.assert_array_equal(hot.values, image.values)
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (lambda f: f[:2], "frame_count"),
+        (lambda f: [*f, b"extra"], "frame_count"),
+        (lambda f: [*f[:2], f[2][:-1]], "array_size"),
+        (lambda f: [b"obs.rig.other", *f[1:]], "topic_mismatch"),
+        (lambda f: with_envelope(v=PROTOCOL_VERSION + 1), "bad_version"),
+        (lambda f: with_envelope(t_ns=-1), "bad_field"),
+        (lambda f: with_envelope(seq=-5), "bad_field"),
+        (lambda f: with_envelope(source="bad source"), "bad_field"),
+        (lambda f: with_envelope(arrays=[["values", ">f4", [3]]]), "bad_array"),
+        (lambda f: with_envelope(arrays=[["other", "<f4", [3]]]), "bad_array"),
+    ],
+)
+def test_known_stream_still_rejects_every_bad_frame(broken, reason):
+    decode(good_frames())  # warm: this stream and its descriptor are cached
+    assert reason_of(broken(good_frames())).reason == reason
