@@ -13,17 +13,28 @@ seq of each topic and re-announce schemas for late joiners and for a restarted b
 from __future__ import annotations
 
 import logging
+import struct
 import time
 
+import numpy as np
 import zmq
 
 from bridge.config import DATA_HWM, BusConfig
-from bridge.messages import Heartbeat, Message, StreamSchema, check_name
+from bridge.messages import Heartbeat, Message, Observation, StreamSchema, check_name
 from bridge.protocol import encode, wire_topic
 
 log = logging.getLogger(__name__)
 
-_MORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
+# pyzmq's Python-level ``Socket.send`` (routing id/group handling) and its enum flags cost
+# ~0.35 us a frame; the compiled base method with plain int flags does the same send.
+_send_frame = zmq.backend.Socket.send
+_MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE)
+_U64 = struct.Struct(">Q")
+_T_MARK = 0x7A5E_7173_0000_0001
+"""Placeholder t_ns/seq values for :meth:`Publisher.publish_vector`'s envelope templates: above
+2**32, so msgpack writes them as fixed 9-byte uint64 fields that can be overwritten in place."""
+_SEQ_MARK = 0x7A5E_5E90_0000_0002
 _REANNOUNCE_PER_BEAT = 8
 _ZERO_COPY_BYTES = 65536  # below this a copy is cheaper than pyzmq's zero-copy bookkeeping
 
@@ -56,6 +67,7 @@ class Publisher:
         self._socket: zmq.Socket | None = None
         self._seq: dict[str, int] = {}
         self._schemas: dict[str, StreamSchema] = {}
+        self._vectors: dict[str, _VectorStream] = {}
         self._reannounce_next = 0
         self._subscriptions: set[str] = set()
         self._next_heartbeat = 0.0
@@ -140,10 +152,57 @@ class Publisher:
             self.heartbeat()
         return sent
 
-    def _send(self, frames: list[bytes], topic: str) -> bool:
+    def publish_vector(self, schema: StreamSchema, t_ns: int, values: np.ndarray) -> bool:
+        """Publish ``Observation(schema.asset, schema.stream, t_ns, values, schema.schema_id)``
+        without building it: the same frames as :meth:`publish`, from an envelope encoded once
+        per stream with ``t_ns`` and ``seq`` written in place (~1 us instead of ~3.5 us).
+
+        ``schema`` must have been announced by this publisher; ``values`` must have its dtype
+        and shape exactly (checked; the values themselves are not: the subscriber checks ranges
+        and NaN against the schema, as for :meth:`publish`). False if dropped at the HWM.
+        """
+        stream = self._vectors.get(schema.topic)
+        if stream is None or stream.schema is not schema:
+            stream = self._vector_stream(schema)
+        if values.dtype != stream.dtype or values.shape != stream.shape:
+            raise ValueError(
+                f"publish_vector {schema.data_topic}: values {values.dtype.str} {values.shape}, "
+                f"schema says {stream.dtype.str} {stream.shape}"
+            )
+        if type(t_ns) is not int or t_ns < 0:
+            raise ValueError(f"publish_vector {schema.data_topic}: t_ns={t_ns!r} must be an int >= 0")
+        seq = self._seq.get(stream.topic, -1) + 1
+        self._seq[stream.topic] = seq
+        envelope = bytearray(stream.envelope)
+        _U64.pack_into(envelope, stream.t_at, t_ns)
+        _U64.pack_into(envelope, stream.seq_at, seq)
+        sent = self._send([stream.topic_bytes, envelope, values.tobytes()], stream.topic)
+        if time.monotonic() >= self._next_heartbeat:
+            self.heartbeat()
+        return sent
+
+    def _vector_stream(self, schema: StreamSchema) -> _VectorStream:
+        if self._schemas.get(schema.topic) != schema:
+            raise ValueError(
+                f"publish_vector: announce the schema of {schema.data_topic} first "
+                f"(Publisher.announce), then publish its vectors"
+            )
+        dtype = np.dtype(schema.dtype)
+        sample = Observation(
+            schema.asset, schema.stream, _T_MARK, np.zeros(schema.shape, dtype), schema.schema_id
+        )
+        topic, envelope, _ = encode(sample, source=self.source, seq=_SEQ_MARK)
+        t_at, seq_at = _field_at(envelope, _T_MARK), _field_at(envelope, _SEQ_MARK)
+        stream = _VectorStream(
+            schema, sample.topic, topic, bytes(envelope), t_at, seq_at, dtype, schema.shape
+        )
+        self._vectors[schema.topic] = stream
+        return stream
+
+    def _send(self, frames: list[bytes | bytearray], topic: str) -> bool:
         sock = self.socket
         try:  # HWM is checked on the first frame; once it is queued, the rest follow atomically
-            sock.send(frames[0], _MORE_NOBLOCK)
+            _send_frame(sock, frames[0], _MORE_NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             now = time.monotonic()
@@ -159,14 +218,15 @@ class Publisher:
             return False
         last = len(frames) - 1
         for i in range(1, last):
-            sock.send(frames[i], zmq.SNDMORE, copy=len(frames[i]) < _ZERO_COPY_BYTES)
-        sock.send(frames[last], 0, copy=len(frames[last]) < _ZERO_COPY_BYTES)
+            _send_frame(sock, frames[i], _MORE, copy=len(frames[i]) < _ZERO_COPY_BYTES)
+        _send_frame(sock, frames[last], 0, copy=len(frames[last]) < _ZERO_COPY_BYTES)
         self.sent += 1
         return True
 
     def announce(self, schema: StreamSchema) -> None:
         """Publish ``schema`` now and with every heartbeat, so late joiners and the bus learn it."""
         self._schemas[schema.topic] = schema
+        self._vectors.pop(schema.topic, None)  # publish_vector re-encodes its template
         self.publish(schema)
 
     def heartbeat(self, status: str = "ok") -> None:
@@ -205,3 +265,34 @@ class Publisher:
     def last_seq(self) -> dict[str, int]:
         """The last seq consumed on each topic (dropped frames included)."""
         return dict(self._seq)
+
+
+class _VectorStream:
+    """What :meth:`Publisher.publish_vector` keeps per stream: the encoded envelope of a
+    sample observation and where its uint64 ``t_ns`` and ``seq`` fields sit."""
+
+    __slots__ = ("dtype", "envelope", "schema", "seq_at", "shape", "t_at", "topic", "topic_bytes")
+
+    def __init__(
+        self,
+        schema: StreamSchema,
+        topic: str,
+        topic_bytes: bytes,
+        envelope: bytes,
+        t_at: int,
+        seq_at: int,
+        dtype: np.dtype,
+        shape: tuple[int, ...],
+    ) -> None:
+        self.schema, self.topic, self.topic_bytes, self.envelope = schema, topic, topic_bytes, envelope
+        self.t_at, self.seq_at, self.dtype, self.shape = t_at, seq_at, dtype, shape
+
+
+def _field_at(envelope: bytes, mark: int) -> int:
+    """Offset of the 8 value bytes of the msgpack uint64 ``mark`` in ``envelope`` (it must
+    occur exactly once)."""
+    pattern = b"\xcf" + _U64.pack(mark)
+    at = envelope.find(pattern)
+    if at < 0 or envelope.find(pattern, at + 1) >= 0:
+        raise RuntimeError(f"envelope template: marker {mark:#x} not found exactly once")
+    return at + 1

@@ -83,9 +83,15 @@ class Excitation:
 
     def sample_scalar(self, rng: np.random.Generator, dt: float) -> float:
         """:meth:`sample` for a one-actuator scene, as a float (the runner's hot path)."""
-        decay, spread = self._factors(dt)
-        x = float(self.value[0]) * decay + self._normal(rng) * spread * float(self.scale[0])
-        self.value[0] = x
+        factors = self._decay.get(dt) or self._factors(dt)
+        if self.used >= len(self.noise):
+            self.noise = rng.standard_normal(NOISE_BLOCK).tolist()
+            self.used = 0
+        normal = self.noise[self.used]
+        self.used += 1
+        value = self.value
+        x = value.item(0) * factors[0] + normal * factors[1] * self.scale.item(0)
+        value[0] = x
         return x
 
     def save(self) -> tuple[np.ndarray, list[float], int]:

@@ -222,35 +222,34 @@ class SimRunner:
         self.control_dec, self.state_dec, self.camera_dec = cd, sd, camd
         self.control_period_s = cd / config.rate_hz
         self.control_groups = _cycle(cd, scenes)
-        self.state_groups = [
-            [(s, s.asset, s.schema().schema_id) for s in group] for group in _cycle(sd, scenes)
-        ]
+        self.state_groups = [[(s, s.schema()) for s in group] for group in _cycle(sd, scenes)]
         self.camera_groups = _cycle(camd, scenes) if camd else []
         self.camera_ids = {s.asset: {c.stream: c.schema_id for c in s.camera_schemas()} for s in scenes}
-        self.quiet = self._quiet_runs()
+        self.plan = self._plan()
         self.t0_ns = time.time_ns()
         self._ns_per_tick = 1e9 / config.rate_hz
         self._camera_due = 0.0
         self._camera_held: list[Observation] | None = []
         self._last_frame_at = -math.inf
 
-    def _quiet_runs(self) -> list[int]:
-        """For each phase of the schedule: how many ticks from there on need no control or
-        publishing (they can be stepped in a bare loop)."""
+    def _plan(self) -> list[tuple[list[BaseScene], int]]:
+        """The fast loop's schedule, per phase of the control/publish cycle: (the scenes that
+        control before stepping this tick, how many ticks from here on can be stepped in one
+        bare loop before anything must be controlled or published)."""
         period = math.lcm(self.control_dec, self.state_dec, self.camera_dec or 1)
 
-        def busy(tick: int) -> bool:
-            after = tick + 1
+        def boundary(tick: int) -> bool:  # control before tick, or publish after tick - 1
             return bool(
                 self.control_groups[tick % self.control_dec]
-                or self.state_groups[after % self.state_dec]
-                or (self.camera_dec and self.camera_groups[after % self.camera_dec])
+                or self.state_groups[tick % self.state_dec]
+                or (self.camera_dec and self.camera_groups[tick % self.camera_dec])
             )
 
-        runs = [0] * period
+        runs = [1] * period
         for phase in range(2 * period - 1, -1, -1):  # twice round: runs wrap past the period
-            runs[phase % period] = 0 if busy(phase) else 1 + runs[(phase + 1) % period]
-        return runs
+            following = (phase + 1) % period
+            runs[phase % period] = 1 if boundary(phase + 1) else 1 + runs[following]
+        return [(self.control_groups[p % self.control_dec], runs[p]) for p in range(period)]
 
     def announce(self) -> None:
         for scene in self.scenes:
@@ -366,28 +365,35 @@ class SimRunner:
         """One physics tick of every world, with control before and publishing after."""
         group = self.control_groups[tick % self.control_dec]
         if group:
-            if self.actions is not None:
-                self.poll_actions()
-            if self.config.controller == "bus":
-                for scene in group:
-                    if scene.events:
-                        self.publish_events(scene, scene.pop_events())
-                    scene.set_action(self.bus_actions.get(scene.asset, len(scene.actuator_specs)))
-            else:
-                period = self.control_period_s
-                for scene in group:
-                    if scene.events:
-                        self.publish_events(scene, scene.pop_events())
-                    scene.act(period)
+            self.control(group)
         for world in self.worlds:
             world.step()
-        now = tick + 1
+        self.publish_after(tick + 1)
+
+    def control(self, group: list[BaseScene]) -> None:
+        """The controls due before this tick (``group``: the scenes whose turn it is)."""
+        if self.actions is not None:
+            self.poll_actions()
+        if self.config.controller == "bus":
+            for scene in group:
+                if scene.events:
+                    self.publish_events(scene, scene.pop_events())
+                scene.set_action(self.bus_actions.get(scene.asset, len(scene.actuator_specs)))
+        else:
+            period = self.control_period_s
+            for scene in group:
+                if scene.events:
+                    self.publish_events(scene, scene.pop_events())
+                scene.act(period)
+
+    def publish_after(self, now: int) -> None:
+        """The observations (and frames) due once ``now`` ticks have been stepped."""
         states = self.state_groups[now % self.state_dec]
         if states:
             t_ns = self.t0_ns + round(now * self._ns_per_tick)
-            publish = self.publisher.publish
-            for scene, asset, schema_id in states:
-                publish(Observation(asset, "state", t_ns, scene.observe(), schema_id))
+            publish = self.publisher.publish_vector
+            for scene, schema in states:
+                publish(schema, t_ns, scene.observe())
         if self.camera_dec:
             cameras = self.camera_groups[now % self.camera_dec]
             if cameras:
@@ -485,23 +491,29 @@ class SimRunner:
         return tick
 
     def _loop_fast(self, stop: threading.Event, end_tick: float) -> int:
-        tick, quiet, period, step = 0, self.quiet, len(self.quiet), self.tick
-        worlds = self.worlds
+        """As fast as possible: at each tick that needs it, publish what is due after the
+        previous tick and control; then step every world up to the next such tick in one bare
+        loop (:meth:`World.step_many`). Same order and results as :meth:`tick` per tick."""
+        tick, plan, period = 0, self.plan, len(self.plan)
+        worlds, control, publish_after = self.worlds, self.control, self.publish_after
         next_check = 0
         while tick < end_tick:
             if tick >= next_check:
                 if stop.is_set():
                     break
                 next_check = tick + 16
-            run = quiet[tick % period]
-            if run:
-                run = int(min(run, end_tick - tick))
-                for world in worlds:
-                    world.step_many(run)
-                tick += run
-            else:
-                step(tick)
-                tick += 1
+            group, run = plan[tick % period]
+            if tick:
+                publish_after(tick)
+            if group:
+                control(group)
+            if run > end_tick - tick:
+                run = int(end_tick - tick)
+            for world in worlds:
+                world.step_many(run)
+            tick += run
+        if tick:
+            publish_after(tick)
         return tick
 
 

@@ -31,6 +31,11 @@ from sim.camera import View
 from sim.scenes.base import BaseScene
 
 SATURATING_SPEED = 1e3
+_JOINTS = (0, 1)
+_TWO_PI = 2 * math.pi
+_get_joint_states = pybullet.getJointStates
+_motor = pybullet.setJointMotorControl2
+_VELOCITY_CONTROL = pybullet.VELOCITY_CONTROL
 RAIL = "slider_to_cart"
 HINGE = "cart_to_pole"
 POLE_I_PIVOT = 0.1 * (1.0 + 0.05**2) / 12 + 0.1 * 0.5**2
@@ -52,6 +57,7 @@ class CartpoleScene(BaseScene):
         self._torque_mode = False
         self._seen_tick = -1
         self._seen = (0.0, 0.0, 0.0, 0.0)
+        self._client_id = self.world.client_id
 
     def _specs(self) -> tuple[list[SensorSpec], list[ActuatorSpec]]:
         sensors = [
@@ -75,10 +81,8 @@ class CartpoleScene(BaseScene):
 
     def read(self) -> tuple[float, float, float, float]:
         """(x, v, theta, omega) now, from one getJointStates call (remembered for this tick)."""
-        (x, v, *_), (theta, omega, *_) = pybullet.getJointStates(
-            self.body, (0, 1), physicsClientId=self.world.client_id
-        )
-        values = (x, v, (theta + math.pi) % (2 * math.pi) - math.pi, omega)
+        rail, hinge = _get_joint_states(self.body, _JOINTS, physicsClientId=self._client_id)
+        values = (rail[0], rail[1], (hinge[0] + math.pi) % _TWO_PI - math.pi, hinge[1])
         self._seen_tick, self._seen = self.world.tick, values
         return values
 
@@ -93,6 +97,12 @@ class CartpoleScene(BaseScene):
     def true_state(self) -> np.ndarray:
         return np.array(self.read())
 
+    def observe(self) -> np.ndarray:
+        sensors = self.sensors
+        if sensors.trivial and not sensors.faulty:  # ideal instruments: the truth, fresh array
+            return np.array(self.recent())  # the state read is reused by the next act()
+        return sensors.measure(np.array(self.recent()), self.world.tick, self.world.time_s, self.rng_sensor)
+
     # --- actuation -----------------------------------------------------------------------------
     def _command(self, effective: np.ndarray) -> None:
         self._command_scalar(float(effective[0]))
@@ -100,13 +110,13 @@ class CartpoleScene(BaseScene):
     def _command_scalar(self, effective: float) -> None:
         self._force = effective
         if not self._torque_mode:
-            pybullet.setJointMotorControl2(
+            _motor(
                 self.body,
                 0,
-                pybullet.VELOCITY_CONTROL,
-                targetVelocity=math.copysign(SATURATING_SPEED, self._force),
-                force=abs(self._force),
-                physicsClientId=self.world.client_id,
+                _VELOCITY_CONTROL,
+                targetVelocity=SATURATING_SPEED if effective >= 0.0 else -SATURATING_SPEED,
+                force=effective if effective >= 0.0 else -effective,
+                physicsClientId=self._client_id,
             )
 
     def _wants_substep(self) -> bool:
@@ -133,7 +143,7 @@ class CartpoleScene(BaseScene):
         if mode == "none":
             self.hold_scalar(0.0)
             return
-        x, v, theta, omega = self.recent()
+        x, v, theta, omega = self._seen if self._seen_tick == self.world.tick else self.read()
         base = balance_force(x, v, theta, omega) if mode == "default" else -0.5 * x - 0.5 * v
         self.hold_scalar(base + self.excitation.sample_scalar(self.rng_control, period_s))
 
