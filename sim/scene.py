@@ -3,6 +3,8 @@
 A scene is one asset (``cartpole-0``) living in a :class:`sim.world.World`. Time advances in
 physics ticks of ``1 / rate_hz`` seconds (240 Hz by default). Vectors are numpy float64 in SI
 units, in the order of the schema's sensors (observations) or actuators (actions).
+Orientations are unit quaternions (x, y, z, w) with the canonical sign w >= 0
+(:func:`canonical_quaternion`): q and -q are the same rotation, and PyBullet returns either.
 """
 
 from __future__ import annotations
@@ -123,6 +125,14 @@ class Scene(Protocol):
 
     def restore_state(self, state: Any) -> None:
         """Return exactly to a snapshot taken by :meth:`save_state` of this scene."""
+
+
+def canonical_quaternion(q: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """``q`` (x, y, z, w) or ``-q``, whichever has ``w >= 0``: one sign per rotation, so a
+    sensor stream only jumps where the rotation angle passes 180 degrees (w = 0), never because
+    PyBullet flipped the sign of an unchanged orientation."""
+    x, y, z, w = q
+    return (-x, -y, -z, -w) if w < 0.0 else (x, y, z, w)
 
 
 def validate_action(schema: StreamSchema, values: object) -> np.ndarray:

@@ -12,6 +12,10 @@ Default controller: reach-and-push. Every 1.5 s the next phase of a cycle (above
 behind it, push through it, lift) picks an end-effector waypoint, turned into joint targets by
 PyBullet's inverse kinematics; excitation adds small joint-space noise (10% of the usual scale)
 so data covers more than one trajectory. A cube that leaves the table is put back on it.
+
+Camera: straight down onto the table from 0.75 m above the cubes' area (image up = +x, away
+from the robot, whose base sits just below the frame): at 64x64 the visible patch is about
+0.85 m square, a 5 cm cube covers ~4 pixels across, so object positions can be read off a frame.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pybullet_data
 
 from bridge import ActuatorSpec, SensorSpec
 from sim.camera import View
+from sim.scene import canonical_quaternion
 from sim.scenes.base import BaseScene
 
 TABLE_TOP_M = 0.625
@@ -33,6 +38,14 @@ CUBE_HOME = ((0.55, -0.15), (0.6, 0.1), (0.45, 0.25))
 EE_LINK = 6
 PHASE_S = 1.5
 QUAT = ("qx", "qy", "qz", "qw")
+CAMERA_CENTRE = (0.55, 0.05)
+"""Asset-frame (x, y) of the camera's view centre, metres: the middle of the cubes' area."""
+CAMERA_HEIGHT_M = 0.75
+
+
+def _quaternion_specs(prefix: str) -> list[SensorSpec]:
+    """``<prefix>_qx..qw``: a unit quaternion with the canonical sign (qw in [0, 1])."""
+    return [SensorSpec(f"{prefix}_{q}", "1", 0.0 if q == "qw" else -1.0, 1.0) for q in QUAT]
 
 
 class ArmScene(BaseScene):
@@ -85,10 +98,10 @@ class ArmScene(BaseScene):
                 SensorSpec(f"{n}_torque", "N*m", -2 * effort, 2 * effort),
             ]
         sensors += [SensorSpec(f"ee_{a}", "m", -2.0, 2.0) for a in "xyz"]
-        sensors += [SensorSpec(f"ee_{q}", "1", -1.0, 1.0) for q in QUAT]
+        sensors += _quaternion_specs("ee")
         for k in range(len(self.cubes)):
             sensors += [SensorSpec(f"cube{k}_{a}", "m", -3.0, 3.0) for a in "xyz"]
-            sensors += [SensorSpec(f"cube{k}_{q}", "1", -1.0, 1.0) for q in QUAT]
+            sensors += _quaternion_specs(f"cube{k}")
         actuators = [
             ActuatorSpec(f"{n}_target", "rad", lo, hi, "joint position set-point")
             for n, lo, hi in zip(self.joint_names, self.lower, self.upper, strict=True)
@@ -118,10 +131,10 @@ class ArmScene(BaseScene):
         for q, qd, _, torque in c.getJointStates(self.robot, self.indices):
             out += [q, qd, torque]
         ee_pos, ee_orn = c.getLinkState(self.robot, EE_LINK)[4:6]
-        out += list(np.asarray(ee_pos) - self.origin) + list(ee_orn)
+        out += list(np.asarray(ee_pos) - self.origin) + list(canonical_quaternion(ee_orn))
         for cube in self.cubes:
             pos, orn = c.getBasePositionAndOrientation(cube)
-            out += list(np.asarray(pos) - self.origin) + list(orn)
+            out += list(np.asarray(pos) - self.origin) + list(canonical_quaternion(orn))
         return np.array(out)
 
     def _command(self, effective: np.ndarray) -> None:
@@ -185,5 +198,9 @@ class ArmScene(BaseScene):
         self._script = extra["script"]
 
     def _view(self) -> View:
-        o = self.origin
-        return View(eye=(o[0] + 1.6, o[1] - 1.2, o[2] + 1.0), target=(o[0] + 0.4, o[1], o[2] + 0.1))
+        x, y = CAMERA_CENTRE
+        return View(
+            eye=tuple(self._at(x, y, CAMERA_HEIGHT_M)),
+            target=tuple(self._at(x, y, 0.0)),
+            up=(1.0, 0.0, 0.0),  # looking straight down: image up is +x, away from the robot
+        )

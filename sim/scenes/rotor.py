@@ -11,7 +11,10 @@ shaft); ``vibration`` m/s^2, radial (x) acceleration of the housing from the rot
 ``u`` kg*m: a_x = u * (omega^2 cos(theta) + alpha sin(theta)) / M_housing, the rotating
 imbalance force over the housing's effective mass (rigid rotor, housing on soft mounts, below
 the mounts' resonance); ``bearing_temperature`` K from a first-order thermal model driven by
-the friction losses:
+the friction losses (below); ``vibration_rms`` m/s^2, the root mean square of ``vibration``
+over the last ``vibration_window_s`` seconds (option, default 1 s: 240 physics ticks, the
+current one included; over the ticks so far until the window fills), what a condition monitor
+trends (an imbalance at constant speed omega reads u omega^2 / (M_housing sqrt 2)). Thermal model:
 
     C dT/dt = P - (T - T_amb) / R,    P = c_eff * |omega| + b * omega^2   [W]
 
@@ -60,6 +63,7 @@ THERMAL_RESISTANCE_K_W = 0.25
 HOUSING_MASS_KG = 5.0
 RADIUS_M = 0.2
 THICKNESS_M = 0.05
+VIBRATION_WINDOW_S = 1.0
 
 
 class RotorScene(BaseScene):
@@ -74,6 +78,10 @@ class RotorScene(BaseScene):
         self.viscous = float(opts.get("viscous_nm_s", 0.002))
         self.imbalance_kg_m = float(opts.get("imbalance_kg_m", 2e-4))
         self.wear_per_hour = float(opts.get("wear_per_hour", 0.0))
+        window_s = float(opts.get("vibration_window_s", VIBRATION_WINDOW_S))
+        self.window_ticks = round(window_s * self.world.config.rate_hz)
+        if not (math.isfinite(window_s) and 1 <= self.window_ticks <= 10**6):
+            raise ValueError(f"rotor option vibration_window_s={window_s!r} must span 1 to 1e6 physics ticks")
         self.mode = str(opts.get("actuator", "torque"))
         if self.mode not in ACTUATOR_MODES:
             raise ValueError(f"rotor option actuator={self.mode!r} must be one of {ACTUATOR_MODES}")
@@ -143,6 +151,13 @@ class RotorScene(BaseScene):
             SensorSpec("torque", "N*m", -self.max_torque_nm, self.max_torque_nm, description="motor torque"),
             SensorSpec("vibration", "m/s^2", -100.0, 100.0, description="radial housing acceleration"),
             SensorSpec("bearing_temperature", "K", 250.0, 450.0, description="first-order thermal model"),
+            SensorSpec(
+                "vibration_rms",
+                "m/s^2",
+                0.0,
+                100.0,
+                description=f"RMS of vibration over the last {self.window_ticks} physics ticks",
+            ),
         ]
         if self.mode == "speed":
             actuators = [ActuatorSpec("speed_setpoint", "rad/s", -self.max_speed, self.max_speed)]
@@ -162,6 +177,10 @@ class RotorScene(BaseScene):
         self.set_joint_damping(SHAFT, self.viscous)
         self._pi = {"integral": 0.0, "setpoint": 100.0, "next_change_s": 0.0, "last_s": 0.0}
         self._integral = 0.0
+        self._squares = [0.0] * self.window_ticks  # vibration^2 of past ticks, a ring
+        self._squares_at = 0  # where the next one goes
+        self._squares_seen = 0
+        self._squares_sum = 0.0
         if self.mode == "speed":  # set-point excitation: a tenth of the usual scale (+-9 rad/s)
             self.excitation.scale = np.array([self.max_speed * self.config.excitation * 0.1])
 
@@ -196,9 +215,41 @@ class RotorScene(BaseScene):
         delivered = torque * self._gain0
         return 0.0 if self._dead0 and abs(delivered) < self._dead0 else delivered
 
+    def _vibration(self, theta: float, omega: float) -> float:
+        """Radial housing acceleration (m/s^2) now (``alpha``: the last step's)."""
+        return (
+            self.imbalance_kg_m
+            * (omega * omega * math.cos(theta) + self.alpha * math.sin(theta))
+            / HOUSING_MASS_KG
+        )
+
+    def _remember_vibration(self, vibration: float) -> None:
+        """Push this tick's vibration^2 into the RMS window (the sum is re-added exactly each
+        time the ring wraps, so rounding never accumulates)."""
+        at, squares = self._squares_at, self._squares
+        square = vibration * vibration
+        self._squares_sum += square - squares[at]
+        squares[at] = square
+        at += 1
+        if at == len(squares):
+            at = 0
+            self._squares_sum = math.fsum(squares)
+        self._squares_at = at
+        self._squares_seen += 1
+
+    def _vibration_rms(self, vibration: float) -> float:
+        """RMS over the window ending with ``vibration`` (this tick's, not yet remembered)."""
+        n = len(self._squares)
+        if self._squares_seen < n:
+            total, count = self._squares_sum + vibration * vibration, self._squares_seen + 1
+        else:  # the oldest remembered square leaves the window as this tick's enters
+            total, count = self._squares_sum - self._squares[self._squares_at] + vibration * vibration, n
+        return math.sqrt(max(total, 0.0) / count)
+
     def _substep(self) -> None:
         cid = self.world.client_id
-        omega = pybullet.getJointState(self.body, 0, physicsClientId=cid)[1]
+        theta, omega, *_ = pybullet.getJointState(self.body, 0, physicsClientId=cid)
+        self._remember_vibration(self._vibration(theta, omega))
         if self.mode == "speed":
             self._torque = self._speed_loop(omega)
         pybullet.setJointMotorControl2(
@@ -217,12 +268,8 @@ class RotorScene(BaseScene):
 
     def true_state(self) -> np.ndarray:
         theta, omega, *_ = pybullet.getJointState(self.body, 0, physicsClientId=self.world.client_id)
-        vib = (
-            self.imbalance_kg_m
-            * (omega * omega * math.cos(theta) + self.alpha * math.sin(theta))
-            / HOUSING_MASS_KG
-        )
-        return np.array((omega, self._torque, vib, self.temperature_k))
+        vib = self._vibration(theta, omega)
+        return np.array((omega, self._torque, vib, self.temperature_k, self._vibration_rms(vib)))
 
     # --- controller ----------------------------------------------------------------------------
     def _scripted(self) -> np.ndarray:
@@ -257,6 +304,7 @@ class RotorScene(BaseScene):
             "torque": self._torque,
             "setpoint": self._setpoint,
             "integral": self._integral,
+            "squares": (list(self._squares), self._squares_at, self._squares_seen, self._squares_sum),
         }
 
     def _restore_extra(self, extra: dict[str, Any]) -> None:
@@ -268,6 +316,8 @@ class RotorScene(BaseScene):
         self._torque = extra["torque"]
         self._setpoint = extra["setpoint"]
         self._integral = extra["integral"]
+        squares, self._squares_at, self._squares_seen, self._squares_sum = extra["squares"]
+        self._squares = list(squares)
         self.set_joint_friction(SHAFT, extra["coulomb_base"])
 
     def _view(self) -> View:

@@ -199,5 +199,5 @@ def test_schema_is_retrievable_by_late_joiners(bus_config):
     with Subscriber(bus_config, ("obs.",), name="late") as sub:
         schema = sub.schemas[("rotor-0", "state")]
     assert isinstance(schema, StreamSchema)
-    assert schema.units == ("rad/s", "N*m", "m/s^2", "K")
+    assert schema.units == ("rad/s", "N*m", "m/s^2", "K", "m/s^2")
     assert schema.actuators[0].name == "motor_torque"

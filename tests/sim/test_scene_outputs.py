@@ -1,0 +1,83 @@
+"""What the world-model team reads: the arm's camera shows the cubes, quaternions carry one sign,
+the rotor's vibration RMS is the RMS of its vibration over the documented window."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sim.registry import make_scene
+from sim.scene import SceneConfig, canonical_quaternion
+
+
+def _pixel(view_matrix, projection, point, width: int, height: int) -> tuple[int, int]:
+    """(row, column) where a world point lands in a frame (PyBullet matrices, column-major)."""
+    view = np.array(view_matrix).reshape(4, 4).T
+    proj = np.array(projection).reshape(4, 4).T
+    clip = proj @ view @ np.array([*point, 1.0])
+    x, y = clip[:2] / clip[3]
+    return int((1.0 - y) / 2 * height), int((x + 1.0) / 2 * width)
+
+
+def test_arm_camera_looks_down_on_every_cube_in_a_64x64_frame():
+    with make_scene("arm", SceneConfig(seed=2)) as scene:
+        # the arm swung round behind its base (at home it hangs over the cubes and hides some)
+        scene.client.resetJointState(scene.robot, scene.indices[0], math.pi, 0.0)
+        rgb, _ = scene.camera()
+        cam = scene._camera
+        assert rgb.shape == (64, 64, 3)
+        for cube in scene.cubes:
+            position = scene.client.getBasePositionAndOrientation(cube)[0]
+            row, col = _pixel(cam.view_matrix, cam.projection, position, 64, 64)
+            assert 4 <= row < 60 and 4 <= col < 60, (row, col)
+            scene.client.resetBasePositionAndOrientation(cube, (50.0, 50.0, -5.0), (0, 0, 0, 1))
+            without, _ = scene.camera()
+            scene.client.resetBasePositionAndOrientation(cube, position, (0, 0, 0, 1))
+            patch = np.s_[row - 1 : row + 2, col - 1 : col + 2]
+            # the cube is a bright few pixels on the table, exactly where its position projects
+            assert np.abs(rgb[patch].astype(int) - without[patch].astype(int)).max() > 40
+
+
+def test_canonical_quaternion_keeps_w_non_negative():
+    assert canonical_quaternion((0.1, -0.2, 0.3, -0.9)) == (-0.1, 0.2, -0.3, 0.9)
+    assert canonical_quaternion((0.0, 0.0, 0.6, 0.8)) == (0.0, 0.0, 0.6, 0.8)
+
+
+def test_arm_quaternions_use_the_canonical_sign():
+    with make_scene("arm", SceneConfig(seed=1)) as scene:
+        names = [s.name for s in scene.schema().sensors]
+        w = [names.index(n) for n in names if n.endswith("_qw")]
+        turned = (0.0, 0.0, math.sin(1.75), math.cos(1.75))  # 200 degrees about z: PyBullet's w < 0
+        scene.client.resetBasePositionAndOrientation(scene.cubes[0], scene._at(0.5, 0, 0.025), turned)
+        state = scene.true_state()
+        i = names.index("cube0_qx")
+        np.testing.assert_allclose(state[i : i + 4], [-t for t in turned], atol=1e-9)
+        for _ in range(60):
+            scene.step(scene.control())
+            assert (scene.true_state()[w] >= 0.0).all()
+
+
+@pytest.mark.parametrize("window_s", [1.0, 0.1])
+def test_rotor_vibration_rms_is_the_rms_of_vibration_over_its_window(window_s):
+    config = SceneConfig(seed=4, options={"actuator": "speed", "vibration_window_s": window_s})
+    with make_scene("rotor", config) as scene:
+        names = [s.name for s in scene.schema().sensors]
+        vib, rms = names.index("vibration"), names.index("vibration_rms")
+        assert scene.schema().sensors[rms].unit == "m/s^2"
+        window = round(window_s * 240)
+        seen = [scene.true_state()[vib]]
+        for tick in range(300):
+            scene.step(np.array([150.0]))
+            state = scene.true_state()
+            seen.append(state[vib])
+            if tick in (5, 299):  # before the window fills, and a sliding full window
+                last = np.array(seen[-window:])
+                assert state[rms] == pytest.approx(math.sqrt(np.mean(last**2)), rel=1e-9)
+        # at steady speed the imbalance reads u omega^2 / M over sqrt(2)
+        for _ in range(240 * 3):
+            scene.step(np.array([150.0]))
+        omega = scene.true_state()[names.index("speed")]
+        expected = scene.imbalance_kg_m * omega**2 / 5.0 / math.sqrt(2)
+        assert scene.true_state()[rms] == pytest.approx(expected, rel=0.03)
