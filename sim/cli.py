@@ -73,6 +73,7 @@ def sim_command(
     rt_priority: Annotated[
         int, typer.Option(help="SCHED_FIFO priority 1-99 for --realtime (0: normal scheduler).")
     ] = 0,
+    source: Annotated[str, typer.Option(help="Source id on the bus (unique per sim process).")] = "sim",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Simulate assets in PyBullet and publish them on the bus (obs.<asset>.state/camera)."""
@@ -102,6 +103,7 @@ def sim_command(
             faults=_parse_faults(fault or []),
             options=_parse_options(option or []),
             rt_priority=rt_priority,
+            source=source,
         )
         stats = run_sim(
             config, BusConfig.from_env(), stop, on_ready=lambda info: typer.echo(json.dumps(info))
