@@ -6,11 +6,11 @@ created before and dropped after, so concurrent runs never see each other's tabl
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from dbutil import postgres_schema
 
 from twin.store.engine import make_engine
 from twin.store.migrate import upgrade
@@ -22,23 +22,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.sqlite'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    schema = f"jumeau_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=sa.NullPool)
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        sep = "&" if "?" in base else "?"
-        yield f"{base}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND application_name = %s",
-                (schema,),
-            )
-            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -72,6 +72,7 @@ class WriterStats:
     db_errors: int = 0
     outages: int = 0
     longest_outage_s: float = 0.0
+    last_outage_s: float = 0.0
     shed: Counter[str] = field(default_factory=Counter)
     lost: int = 0
     rejected_by_db: int = 0
@@ -287,6 +288,7 @@ class BatchWriter:
         if self._down_since is not None:
             outage = time.monotonic() - self._down_since
             self.stats.longest_outage_s = max(self.stats.longest_outage_s, outage)
+            self.stats.last_outage_s = outage
             self._down_since = None
             log.warning("database available again after %.1f s; buffered writes flushed", outage)
 

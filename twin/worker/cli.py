@@ -38,6 +38,17 @@ def worker_command(
         float, typer.Option(help="Reject frames this many s ahead of the clock (0: off).")
     ] = 5.0,
     overflow: Annotated[str, typer.Option(help="Full write queue: shed or block.")] = "shed",
+    write_queue: Annotated[
+        int, typer.Option(help="Rows buffered for the database (while it is slow or away).")
+    ] = 20_000,
+    db_lock_timeout: Annotated[
+        float, typer.Option(help="Seconds a SQLite write waits for a lock before retrying later.")
+    ] = 5.0,
+    snapshot_every: Annotated[float, typer.Option(help="Seconds between latent snapshots.")] = 1.0,
+    keyframe_every: Annotated[float, typer.Option(help="Seconds between memory keyframes.")] = 30.0,
+    max_gap: Annotated[
+        float, typer.Option(help="A longer silence in a stream refills its window first.")
+    ] = 0.2,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -60,10 +71,14 @@ def worker_command(
             horizons_steps=tuple(int(h) for h in horizons.split(",") if h.strip()),
             publish_hz=publish_hz,
             max_future_s=max_future or None,
+            max_gap_s=max_gap,
+            snapshot_every_s=snapshot_every,
+            keyframe_every_s=keyframe_every,
+            db_lock_timeout_s=db_lock_timeout,
             detector=DetectorConfig(
                 calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
             ),
-            writer=WriterConfig(overflow=overflow),  # type: ignore[arg-type]
+            writer=WriterConfig(overflow=overflow, queue_size=write_queue),  # type: ignore[arg-type]
         )
     except (TypeError, ValueError) as exc:
         typer.echo(f"twin worker: {exc}", err=True)
@@ -71,9 +86,12 @@ def worker_command(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stats = run_worker(
-        config, stop, on_ready=lambda info: typer.echo(json.dumps(info), nl=True), duration_s=duration or None
-    )
+
+    def status(info: dict) -> None:
+        typer.echo(json.dumps(info), nl=True)
+
+    stats = run_worker(config, stop, on_ready=status, duration_s=duration or None, on_serving=status)
+    store = stats.store
     summary = {
         "event": "worker_stopped",
         "observations": stats.observations,
@@ -82,6 +100,15 @@ def worker_command(
         "anomalies": stats.anomalies,
         "false_alarms": stats.false_alarms,
         "restored": stats.restored,
+        "resyncs": stats.resyncs,
+        "rejected": dict(stats.rejected),
+        "store": {
+            "written": dict(store.written),
+            "shed": dict(store.shed),
+            "lost": store.lost,
+            "outages": store.outages,
+            "db_errors": store.db_errors,
+        },
     }
     typer.echo(json.dumps(summary))
 

@@ -57,7 +57,10 @@ class WorkerConfig:
     ``horizons_steps``: control steps ahead to publish (each <= the model's calibrated horizon).
     ``publish_hz``: predictions per asset per second of stream time (published and stored).
     ``max_future_s``: observations stamped further ahead of the wall clock are rejected
-    (None: no check, for simulations running faster than real time).
+    (None: no check, for simulations running faster than real time). ``max_gap_s``: a longer
+    silence in an asset's stream (a restart, a paused feed) refills its window before the next
+    prediction. ``db_lock_timeout_s``: how long a SQLite write waits for a lock held elsewhere
+    before the store counts the database as unavailable (and retries).
     """
 
     bus: BusConfig = field(default_factory=BusConfig)
@@ -71,6 +74,8 @@ class WorkerConfig:
     snapshot_every_s: float = 1.0
     keyframe_every_s: float = 30.0
     max_future_s: float | None = 5.0
+    max_gap_s: float = 0.2
+    db_lock_timeout_s: float = 5.0
     max_batch: int = 10_000
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     writer: WriterConfig = field(default_factory=lambda: WriterConfig(overflow="shed"))
@@ -86,7 +91,7 @@ class WorkerConfig:
                 f"WorkerConfig.horizons_steps={self.horizons_steps!r} must be increasing integers >= 1"
             )
         object.__setattr__(self, "horizons_steps", horizons)
-        for name in ("publish_hz", "snapshot_every_s", "keyframe_every_s"):
+        for name in ("publish_hz", "snapshot_every_s", "keyframe_every_s", "max_gap_s", "db_lock_timeout_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"WorkerConfig.{name}={value!r} must be a positive number")

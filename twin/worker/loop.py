@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _REPORT_EVERY_S = 10.0
 SURPRISE_STREAM = "surprise"
+BUS_REASONS = {"nan": "non_finite", "schema_mismatch": "bad_shape", "unknown_stream": "unknown_schema"}
+"""The subscriber's reasons for refusing a frame, as the worker's reasons."""
 
 
 @dataclass
@@ -46,6 +49,12 @@ class WorkerStats:
     false_alarms: int = 0
     detection_delays_s: list[float] = field(default_factory=list)
     restored: int = 0
+    resyncs: int = 0
+    """Windows refilled after a gap in an asset's stream (a restart, a feed pause)."""
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Bad input by reason (the same counter as :attr:`TwinWorker.rejected`)."""
+    store: Any = None
+    """The writer's :class:`~twin.store.writer.WriterStats` (set by the service at the end)."""
 
 
 class TwinWorker:
@@ -59,6 +68,7 @@ class TwinWorker:
         writer: WorkerWriter | None,
         models: list[ModelAdapter],
         restored: dict[str, Any] | None = None,
+        on_first_prediction: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.subscriber = subscriber
@@ -68,8 +78,11 @@ class TwinWorker:
         self.restored = dict(restored or {})
         self.assets: dict[str, AssetState] = {}
         self.unserved: dict[tuple[str, str], str] = {}
-        self.rejected: Counter[str] = Counter()
         self.stats = WorkerStats()
+        self.rejected = self.stats.rejected
+        self.on_first_prediction = on_first_prediction
+        self._store_down = False
+        self._outages_seen = 0
         self._reported: dict[tuple[str, str], tuple[float, int]] = {}
         self._announced: set[str] = set()
         self._pending_faults: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -78,10 +91,11 @@ class TwinWorker:
     def run(self, stop: threading.Event, duration_s: float | None = None) -> WorkerStats:
         end = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set() and (end is None or time.monotonic() < end):
+            self.watch_store()
             first = self.subscriber.recv(timeout_s=0.05)
-            if first is None:
-                continue
-            self.handle([first, *self.subscriber.drain(self.config.max_batch)])
+            if first is not None:
+                self.handle([first, *self.subscriber.drain(self.config.max_batch)])
+            self.report_bus_rejections()
         self.snapshot_all("shutdown")
         return self.stats
 
@@ -267,11 +281,62 @@ class TwinWorker:
                 return None
         asset.last_t_ns = obs.t_ns
         period = 1e9 / asset.model.control_hz
+        if asset.last_step_t_ns >= 0 and obs.t_ns - asset.last_step_t_ns > self.config.max_gap_s * 1e9:
+            self.resync(asset, obs.t_ns)
         if asset.last_step_t_ns >= 0 and obs.t_ns - asset.last_step_t_ns < 0.75 * period:
             return None
         asset.push(values, obs.t_ns)
         self.resolve(asset, values, obs.t_ns, period)
         return asset if asset.ready else None
+
+    def resync(self, asset: AssetState, t_ns: int) -> None:
+        """After a gap in the stream, refill the window before stepping again: a window that
+        spans the gap is not a history the model knows, and the predictions made before it can
+        no longer be checked. Calibration, CUSUM and EWMA are kept."""
+        gap_s = (t_ns - asset.last_step_t_ns) / 1e9
+        log.info("%s: %.2f s gap in the stream: refilling the window before predicting", asset.asset, gap_s)
+        self.stats.resyncs += 1
+        if asset.pending:
+            self.rejected["target_missed"] += len(asset.pending)
+            asset.pending.clear()
+        asset.filled = 0
+        asset.predicted_z = asset.predicted_values = None
+
+    def report_bus_rejections(self) -> None:
+        """Turn frames the subscriber refused (NaN, wrong shape, no schema) into the worker's own
+        per-asset reasons: they never reach :meth:`ingest`."""
+        rejections = getattr(self.subscriber, "rejections", None)
+        while rejections:
+            reason, detail, topic = rejections.popleft()
+            parts = topic.split(".")
+            if len(parts) == 3 and parts[0] == "obs" and parts[2] == self.config.stream:
+                self.report(parts[1], BUS_REASONS.get(reason, reason), f"{topic}: {detail}")
+            else:
+                self.rejected[f"bus_{reason}"] += 1
+
+    def watch_store(self) -> None:
+        """Publish the store's alarm: one event when the database becomes unreachable and one
+        when it is reachable again (both are stored too, once it is back)."""
+        writer = self.writer
+        if writer is None:
+            return
+        stats = writer.stats
+        went_down = stats.outages > self._outages_seen
+        if not went_down and not (self._store_down and not writer.alarm):
+            return
+        source = self.publisher.source
+        params: dict[str, Any] = {"queued": writer.pending, "limit": writer.config.queue_size}
+        params.update({f"shed_{table}": n for table, n in stats.shed.items()})
+        if went_down:
+            self._outages_seen = stats.outages
+            self._store_down = True
+            message = f"{source}: database unreachable; buffering writes (bounded) and retrying"
+            self.emit(Event(source, time.time_ns(), "error", "db_unavailable", "critical", message, params))
+        if self._store_down and not writer.alarm:
+            self._store_down = False
+            params["outage_s"] = round(stats.last_outage_s, 3)
+            message = f"{source}: database reachable again; writing the buffered rows"
+            self.emit(Event(source, time.time_ns(), "marker", "db_available", "info", message, params))
 
     def on_event(self, event: Event) -> None:
         if event.source == self.publisher.source:
@@ -420,6 +485,8 @@ class TwinWorker:
             )
         )
         self.publish_surprise(asset, t)
+        if self.stats.predictions == 0 and self.on_first_prediction is not None:
+            self.on_first_prediction(asset.asset)
         self.stats.predictions += 1
         row = {
             "asset": asset.asset,

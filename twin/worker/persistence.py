@@ -5,9 +5,10 @@ batches (one Core ``INSERT ... ON CONFLICT DO NOTHING`` per table and batch) wit
 back-off, alarm and bounded queue of :mod:`twin.store.writer`. Unique keys make every insert
 idempotent: a retried batch or a restarted worker never stores a row twice.
 
-Predictions, prediction errors and latent snapshots may be shed when the queue is full
-(``overflow="shed"``: counted in ``stats.shed`` by table and logged); events and memories always
-wait for room (back-pressure).
+Predictions, prediction errors and latent snapshots may be shed (``overflow="shed"``: counted
+in ``stats.shed`` by table and logged) once the queue is :data:`SHED_AT` full, which keeps the
+rest of the queue for events and memories: those are never shed, and only wait for room
+(back-pressure) when the whole queue is full.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ TABLES = {
     "events": EventRow.__table__,
 }
 SHEDDABLE = frozenset({"predictions", "prediction_errors", "latent_states"})
+SHED_AT = 0.9
+"""Fraction of the queue that sheddable rows may fill; the rest is kept for events and memories."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +71,17 @@ def event_op(event: Event, seq: int, source: str) -> RowOp:
 class WorkerWriter(BatchWriter):
     """The store's batch writer applied to worker rows (same thread, queue, retry and alarm)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shed_at = max(1, int(self.config.queue_size * SHED_AT))
+
     def submit(self, op: Any) -> bool:  # type: ignore[override]
         if not isinstance(op, RowOp):
             return super().submit(op)
         if op.table in SHEDDABLE and self.config.overflow == "shed":
             try:
+                if self._queue.qsize() >= self._shed_at:
+                    raise queue.Full
                 self._queue.put_nowait(op)
             except queue.Full:
                 self.stats.shed[op.table] += 1
