@@ -73,6 +73,10 @@ def sim_command(
     rt_priority: Annotated[
         int, typer.Option(help="SCHED_FIFO priority 1-99 for --realtime (0: normal scheduler).")
     ] = 0,
+    rt_slice_us: Annotated[
+        int,
+        typer.Option(help="Scheduler slice to ask for in --realtime, us (Linux >= 6.12; 0: default)."),
+    ] = 100,
     source: Annotated[str, typer.Option(help="Source id on the bus (unique per sim process).")] = "sim",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -103,6 +107,7 @@ def sim_command(
             faults=_parse_faults(fault or []),
             options=_parse_options(option or []),
             rt_priority=rt_priority,
+            rt_slice_us=rt_slice_us,
             source=source,
         )
         stats = run_sim(

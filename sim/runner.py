@@ -22,15 +22,16 @@ Hot path: in fast mode, ticks on which no asset controls or publishes are steppe
 loop (:meth:`World.step_many`); controllers run through ``scene.act`` (scalar fast paths) and a
 state read after a step is reused by the control before the next one. In real time the loop
 sleeps until ``spin_s`` before each tick and spins the rest, with the garbage collector off;
-``rt_priority`` > 0 asks for SCHED_FIFO (needs CAP_SYS_NICE; refused: logged, run goes on).
+``rt_priority`` > 0 asks for SCHED_FIFO (needs CAP_SYS_NICE; refused: logged, run goes on);
+otherwise the loop asks for a short scheduler slice (``rt_slice_us``, :mod:`sim.sched`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from sim.faults import Fault
 from sim.registry import make_scene, scene_class
 from sim.scene import ActionError, SceneConfig, SimEvent, validate_action
 from sim.scenes.base import BaseScene
+from sim.sched import latency_hints, raise_priority, restore_priority
 from sim.sensors import SensorModel
 from sim.world import World, WorldConfig
 
@@ -87,6 +89,9 @@ class SimConfig:
     source: str = "sim"
     rt_priority: int = 0
     """SCHED_FIFO priority (1-99) for real-time runs; 0: the normal scheduler."""
+    rt_slice_us: int = 100
+    """Real-time runs on the normal scheduler ask for this EEVDF slice, microseconds (Linux >=
+    6.12, unprivileged; :mod:`sim.sched`); 0: the kernel's default slice."""
 
     def __post_init__(self) -> None:
         scene_class(self.scene)  # UnknownSceneError names the registered scenes
@@ -114,6 +119,8 @@ class SimConfig:
         check_name("source", self.source)
         if not isinstance(self.rt_priority, int) or not 0 <= self.rt_priority <= 99:
             raise ValueError(f"SimConfig.rt_priority={self.rt_priority!r} must be an integer in [0, 99]")
+        if not isinstance(self.rt_slice_us, int) or not 0 <= self.rt_slice_us <= 100_000:
+            raise ValueError(f"SimConfig.rt_slice_us={self.rt_slice_us!r} must be an integer in [0, 100000]")
 
     def decimation(self, hz: float) -> int:
         return max(1, round(self.rate_hz / hz))
@@ -440,15 +447,17 @@ class SimRunner:
         gc_was_enabled = gc.isenabled()
         if paced:  # no collection pauses inside ticks: _loop_paced collects in the slack
             gc.disable()
-        previous_policy = _raise_priority(cfg.rt_priority) if paced and cfg.rt_priority else None
+        previous_policy = raise_priority(cfg.rt_priority) if paced and cfg.rt_priority else None
+        hints = latency_hints(cfg.rt_slice_us) if paced else contextlib.nullcontext()
         try:
-            self.clock.start()
-            started = time.perf_counter()
-            tick = self._loop_paced(stop, end_tick) if paced else self._loop_fast(stop, end_tick)
-            wall_s = time.perf_counter() - started
+            with hints:
+                self.clock.start()
+                started = time.perf_counter()
+                tick = self._loop_paced(stop, end_tick) if paced else self._loop_fast(stop, end_tick)
+                wall_s = time.perf_counter() - started
         finally:
             if previous_policy is not None:
-                _restore_priority(previous_policy)
+                restore_priority(previous_policy)
             if gc_was_enabled:
                 gc.enable()
             gc.unfreeze()
@@ -515,30 +524,6 @@ class SimRunner:
         if tick:
             publish_after(tick)
         return tick
-
-
-def _raise_priority(priority: int) -> tuple[int, int] | None:
-    """Switch this process to SCHED_FIFO at ``priority``; the previous (policy, priority), or
-    None when the OS refuses (logged once)."""
-    if not hasattr(os, "sched_setscheduler"):
-        log.warning("rt_priority=%d ignored: no sched_setscheduler on this platform", priority)
-        return None
-    previous = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except OSError as exc:
-        log.warning("rt_priority=%d refused (%s): running on the normal scheduler", priority, exc)
-        return None
-    log.info("real-time loop on SCHED_FIFO priority %d", priority)
-    return previous
-
-
-def _restore_priority(previous: tuple[int, int]) -> None:
-    policy, priority = previous
-    try:
-        os.sched_setscheduler(0, policy, os.sched_param(priority))
-    except OSError as exc:
-        log.warning("could not restore the scheduler policy: %s", exc)
 
 
 def run_sim(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from twin.model.data import FeatureMap, Windows, wrap_difference
+from twin.model.data import FeatureMap, Windows, align_quaternions, wrap_difference
 from twin.model.encoders import mlp
 
 
@@ -48,9 +48,11 @@ class ConstantVelocity:
     def __init__(self, history: int, features: FeatureMap) -> None:
         self.history = history
         self.periodic = features.periodic
+        self.quaternions = features.quaternions
 
     def forecast(self, windows: Windows, horizon: int) -> np.ndarray:
         last, prev = windows.obs[:, self.history - 1], windows.obs[:, self.history - 2]
+        prev = align_quaternions(prev, self.quaternions, last[..., self.quaternions])
         velocity = wrap_difference(last - prev, self.periodic)
         steps = np.arange(1, horizon + 1)[None, :, None]
         out = last[:, None] + steps * velocity[:, None]

@@ -17,7 +17,7 @@ import torch
 from bridge import ActuatorSpec, SensorSpec, StreamSchema
 from twin.model.calibration import ConformalBands
 from twin.model.data import FeatureMap
-from twin.model.jepa import JepaWorldModel, ModelConfig, build_model
+from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
 
 FORMAT = "jumeau-world-model/1"
 
@@ -148,7 +148,8 @@ def load_checkpoint(path: Path | str, stream: StreamSchema | None = None) -> Che
         check_schema(schema, stream)
     features = FeatureMap.from_dict(payload["features"])
     config = ModelConfig(**payload["config"]["model"])
-    model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators))
+    hidden = camera_only_columns(config, features, [s.name for s in schema.sensors])
+    model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators), hidden)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return Checkpoint(

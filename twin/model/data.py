@@ -114,6 +114,47 @@ def wrap_difference(delta: np.ndarray, periodic: np.ndarray) -> np.ndarray:
     return np.where(periodic, wrapped, delta)
 
 
+QUATERNION = ("_qx", "_qy", "_qz", "_qw")
+
+
+def quaternion_groups(schema: StreamSchema) -> np.ndarray:
+    """Indices (G, 4) of unit quaternions among the sensors: four consecutive sensors named
+    ``<prefix>_qx, _qy, _qz, _qw`` (xyzw, as PyBullet and the scenes write them)."""
+    names = [s.name for s in schema.sensors]
+    groups = [
+        [i, i + 1, i + 2, i + 3]
+        for i in range(len(names) - 3)
+        if all(names[i + k].endswith(q) for k, q in enumerate(QUATERNION))
+        and len({names[i + k][:-3] for k in range(4)}) == 1
+    ]
+    return np.asarray(groups, dtype=np.int64).reshape(-1, 4)
+
+
+def reference_quaternions(obs: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per group, the mean orientation of ``obs`` (N, S): the principal eigenvector of the mean of
+    q q^T (sign-invariant), with its largest component positive. (G, 4)."""
+    refs = []
+    for group in groups:
+        q = obs[:, group]
+        _, vectors = np.linalg.eigh(q.T @ q / max(len(q), 1))
+        ref = vectors[:, -1]
+        refs.append(ref * np.sign(ref[np.argmax(np.abs(ref))]))
+    return np.asarray(refs, dtype=np.float64).reshape(-1, 4)
+
+
+def align_quaternions(values: np.ndarray, groups: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """``values`` (..., S) with each quaternion group's sign flipped where its dot product with
+    its reference in ``refs`` (..., G, 4), broadcastable, is negative (q and -q are the same
+    orientation)."""
+    if not len(groups):
+        return values
+    out = np.array(values, dtype=np.float64, copy=True)
+    for g, group in enumerate(groups):
+        dot = (out[..., group] * refs[..., g, :]).sum(axis=-1, keepdims=True)
+        out[..., group] = np.where(dot < 0, -out[..., group], out[..., group])
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureMap:
     """Sensor values <-> normalised features, actions -> [-1, 1]. Saved with every model."""
@@ -123,18 +164,25 @@ class FeatureMap:
     periodic: np.ndarray
     action_low: np.ndarray
     action_high: np.ndarray
+    quaternions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    """(G, 4) sensor indices of unit quaternions (xyzw); empty in checkpoints from before."""
+    quaternion_ref: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    """(G, 4) reference orientation per group: features use the sign of q nearer to it."""
 
     @classmethod
     def fit(cls, data: Dataset) -> FeatureMap:
         obs = np.concatenate([e.obs for e in data.episodes])
         obs = obs[np.isfinite(obs).all(axis=1)]
+        groups = quaternion_groups(data.schema)
+        refs = reference_quaternions(obs, groups)
+        obs = align_quaternions(obs, groups, refs)
         std = obs.std(axis=0)
         std = np.where(std > 1e-9, std, 1.0)
         low = np.array([a.low for a in data.schema.actuators], dtype=np.float64)
         high = np.array([a.high for a in data.schema.actuators], dtype=np.float64)
         finite = np.isfinite(low) & np.isfinite(high)
         low, high = np.where(finite, low, -1.0), np.where(finite, high, 1.0)
-        return cls(obs.mean(axis=0), std, periodic_mask(data.schema), low, high)
+        return cls(obs.mean(axis=0), std, periodic_mask(data.schema), low, high, groups, refs)
 
     @property
     def n_sensors(self) -> int:
@@ -145,7 +193,9 @@ class FeatureMap:
         return len(self.mean) + 2 * int(self.periodic.sum())
 
     def features(self, obs: np.ndarray) -> np.ndarray:
-        """(..., S) SI -> (..., F) float32: normalised values, then (sin, cos) of periodic ones."""
+        """(..., S) SI -> (..., F) float32: normalised values, then (sin, cos) of periodic ones.
+        Quaternions take the sign nearer their reference orientation first (continuous features)."""
+        obs = align_quaternions(obs, self.quaternions, self.quaternion_ref)
         z = (obs - self.mean) / self.std
         z = np.where(self.periodic, 0.0, z)
         angles = obs[..., self.periodic]
@@ -161,19 +211,30 @@ class FeatureMap:
             obs[..., self.periodic] = angles
         return obs
 
+    def columns(self, sensors: np.ndarray) -> tuple[int, ...]:
+        """Feature columns that carry the sensors selected by ``sensors`` (S,) bool."""
+        sensors = np.asarray(sensors, dtype=bool)
+        periodic = np.flatnonzero(self.periodic)
+        cols = list(np.flatnonzero(sensors))
+        for k, i in enumerate(periodic):
+            if sensors[i]:
+                cols += [self.n_sensors + k, self.n_sensors + len(periodic) + k]
+        return tuple(int(c) for c in sorted(cols))
+
     def actions(self, actions: np.ndarray) -> np.ndarray:
         """(..., A) SI -> (..., A) float32 in [-1, 1]."""
         mid, half = (self.action_high + self.action_low) / 2, (self.action_high - self.action_low) / 2
         return ((actions - mid) / half).astype(np.float32)
 
     def normalised_error(self, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """(predicted - observed) / std per sensor, periodic differences wrapped: (..., S)."""
+        """(predicted - observed) / std per sensor, periodic differences wrapped, each predicted
+        quaternion taken with the sign nearer the observed one (q and -q agree): (..., S)."""
+        predicted = align_quaternions(predicted, self.quaternions, observed[..., self.quaternions])
         return wrap_difference(predicted - observed, self.periodic) / self.std
 
     def to_dict(self) -> dict[str, list[Any]]:
-        return {
-            k: getattr(self, k).tolist() for k in ("mean", "std", "periodic", "action_low", "action_high")
-        }
+        keys = ("mean", "std", "periodic", "action_low", "action_high", "quaternions", "quaternion_ref")
+        return {k: getattr(self, k).tolist() for k in keys}
 
     @classmethod
     def from_dict(cls, d: dict[str, list[Any]]) -> FeatureMap:
@@ -183,6 +244,8 @@ class FeatureMap:
             np.asarray(d["periodic"], dtype=bool),
             np.asarray(d["action_low"], dtype=np.float64),
             np.asarray(d["action_high"], dtype=np.float64),
+            np.asarray(d.get("quaternions", []), dtype=np.int64).reshape(-1, 4),
+            np.asarray(d.get("quaternion_ref", []), dtype=np.float64).reshape(-1, 4),
         )
 
 

@@ -31,13 +31,23 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequentia
 class SensorEncoder(nn.Module):
     """(B, history, F) normalised features -> (B, latent_dim)."""
 
-    def __init__(self, n_features: int, history: int, latent_dim: int, hidden: int) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        history: int,
+        latent_dim: int,
+        hidden: int,
+        hidden_columns: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.history = history
         self.net = mlp([n_features * history, hidden, hidden, latent_dim])
+        keep = torch.ones(n_features)
+        keep[list(hidden_columns)] = 0.0
+        self.register_buffer("keep", keep, persistent=False)  # not in checkpoints: from the config
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return self.net(window.flatten(1))
+        return self.net((window * self.keep).flatten(1))
 
 
 class CameraEncoder(nn.Module):

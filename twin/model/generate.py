@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 SCENE_STEPS = {"cartpole": 300, "rotor": 600, "arm": 200}
 """Default control steps per episode (10 s, 20 s, ~7 s at 30 Hz)."""
 
+SCENE_PUSH_MAX = {"arm": 0.3}
+"""Largest per-episode push (fraction of each actuator's half range) where 1.0 is too much: the
+arm's position set-points jumping across the whole joint range drive every motor to its effort
+limit (bang-bang torques) and throw the cubes off the table."""
+
+SCENE_ACTION_RATE = {"arm": 0.1}
+"""Largest change of an action per control step (fraction of half range; 0: unlimited). The arm's
+joint set-points move like an interpolated trajectory instead of jumping."""
+
 SCENE_EPISODES = {"cartpole": 300, "rotor": 100, "arm": 120}
 """Default episodes to generate for training (~60-90k transitions, < 1 min of simulation;
 with a camera, generate fewer: rendering dominates)."""
@@ -39,8 +48,12 @@ class GenerateConfig:
     seed: int = 0
     control_hz: float = CONTROL_HZ
     camera: bool = False
-    push_max: float = 1.0
-    """Largest per-episode push amplitude, as a fraction of each actuator's half range."""
+    push_max: float | None = None
+    """Largest per-episode push amplitude, as a fraction of each actuator's half range
+    (None: :data:`SCENE_PUSH_MAX`, else 1.0)."""
+    action_rate: float | None = None
+    """Largest action change per control step, fraction of half range (None: scene default
+    from :data:`SCENE_ACTION_RATE`, else 0 = unlimited)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -49,12 +62,22 @@ class GenerateConfig:
             raise ValueError(f"GenerateConfig.steps={self.steps!r} must be >= 0 (0: scene default)")
         if not self.control_hz > 0:
             raise ValueError(f"GenerateConfig.control_hz={self.control_hz!r} must be > 0 Hz")
-        if not 0 <= self.push_max <= 2:
+        if self.push_max is not None and not 0 <= self.push_max <= 2:
             raise ValueError(f"GenerateConfig.push_max={self.push_max!r} must be in [0, 2]")
+        if self.action_rate is not None and not 0 <= self.action_rate <= 2:
+            raise ValueError(f"GenerateConfig.action_rate={self.action_rate!r} must be in [0, 2]")
 
     @property
     def episode_steps(self) -> int:
         return self.steps or SCENE_STEPS.get(self.scene, 300)
+
+    @property
+    def push(self) -> float:
+        return SCENE_PUSH_MAX.get(self.scene, 1.0) if self.push_max is None else self.push_max
+
+    @property
+    def rate(self) -> float:
+        return SCENE_ACTION_RATE.get(self.scene, 0.0) if self.action_rate is None else self.action_rate
 
 
 def _pushes(
@@ -111,7 +134,8 @@ def generate(config: GenerateConfig) -> Dataset:
         "seed": config.seed,
         "control_hz": config.control_hz,
         "camera": config.camera,
-        "push_max": config.push_max,
+        "push_max": config.push,
+        "action_rate": config.rate,
         "ticks_per_step": ticks,
         "generate_s": round(elapsed, 2),
     }
@@ -129,7 +153,8 @@ def _episode(
 ) -> Episode:
     scene.reset(seed)
     steps = config.episode_steps
-    pushes = _pushes(rng, steps, low, high, float(rng.uniform(0.0, config.push_max)))
+    pushes = _pushes(rng, steps, low, high, float(rng.uniform(0.0, config.push)))
+    limit = config.rate * (high - low) / 2 if config.rate > 0 else None
     obs = [scene.observe()]
     frames = [scene.camera()[0]] if config.camera else None
     first = extra_truth(scene)
@@ -137,6 +162,8 @@ def _episode(
     actions = np.empty((steps, len(low)))
     for t in range(steps):
         action = np.clip(scene.control() + pushes[t], low, high)
+        if limit is not None and t > 0:
+            action = actions[t - 1] + np.clip(action - actions[t - 1], -limit, limit)
         actions[t] = action
         for _ in range(ticks):
             scene.step(action)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
+from twin.model.data import FeatureMap
 from twin.model.encoders import ActionEncoder, CameraEncoder, FusedEncoder, SensorEncoder
 from twin.model.predictor import CONDITIONING, InverseDynamics, LatentPredictor, Readout
 
@@ -55,8 +57,14 @@ class ModelConfig:
     """Encode the sensor window (False with ``camera``: a camera-only model)."""
     camera: bool = False
     camera_channels: int = 16
+    camera_only: tuple[str, ...] = ()
+    """Sensor name prefixes the model may learn only from the camera (e.g. ``("cube",)``: the
+    arm's object poses): their features are zeroed at the encoder's input, still read out."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "camera_only", tuple(self.camera_only))
+        if self.camera_only and not self.camera:
+            raise ValueError(f"ModelConfig.camera_only={self.camera_only!r} needs camera=True")
         for name in ("latent_dim", "hidden", "action_dim", "history", "predictor_layers", "camera_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -126,10 +134,29 @@ class JepaWorldModel(nn.Module):
         return f"JepaWorldModel(params={sum(counts.values()):,}: {parts})"
 
 
-def build_model(config: ModelConfig, n_features: int, n_sensors: int, n_actions: int) -> JepaWorldModel:
-    """Assemble the default parts for ``config`` (tests and ablations inject their own)."""
+def camera_only_columns(
+    config: ModelConfig, features: FeatureMap, sensor_names: list[str]
+) -> tuple[int, ...]:
+    """Feature columns of the sensors named by ``config.camera_only`` (prefixes)."""
+    if not config.camera_only:
+        return ()
+    for prefix in config.camera_only:
+        if not any(n.startswith(prefix) for n in sensor_names):
+            raise ValueError(f"ModelConfig.camera_only: no sensor starts with {prefix!r}")
+    return features.columns(np.array([n.startswith(config.camera_only) for n in sensor_names]))
+
+
+def build_model(
+    config: ModelConfig, n_features: int, n_sensors: int, n_actions: int, hidden_columns: tuple[int, ...] = ()
+) -> JepaWorldModel:
+    """Assemble the default parts for ``config`` (tests and ablations inject their own).
+    ``hidden_columns``: feature columns the sensor encoder never sees (see ``camera_only``)."""
     d = config.latent_dim
-    sensor = SensorEncoder(n_features, config.history, d, config.hidden) if config.sensors else None
+    sensor = (
+        SensorEncoder(n_features, config.history, d, config.hidden, hidden_columns)
+        if config.sensors
+        else None
+    )
     camera = CameraEncoder(d, config.camera_channels) if config.camera else None
     return JepaWorldModel(
         config,

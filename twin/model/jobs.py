@@ -89,6 +89,7 @@ def data_from_lineage(lineage: dict[str, Any], engine: Engine | None = None) -> 
                 lineage["control_hz"],
                 lineage["camera"],
                 lineage["push_max"],
+                lineage.get("action_rate", 0.0),
             )
         )
     from twin.model.recorded import load_recorded

@@ -29,7 +29,7 @@ from twin.model.calibration import calibrate
 from twin.model.checkpoint import Checkpoint
 from twin.model.data import Dataset, FeatureMap, Splits, Windows, make_windows, split_episodes
 from twin.model.evaluate import HORIZONS, band_errors, diagnostics, nrmse_table, observed_future, score
-from twin.model.jepa import JepaWorldModel, ModelConfig, build_model
+from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 
@@ -129,7 +129,9 @@ def train_jepa(
 ) -> tuple[JepaWorldModel, TrainResult]:
     torch.manual_seed(seed)
     f = prepared.features
-    model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low))
+    names = [s.name for s in prepared.splits.train.schema.sensors]
+    hidden = camera_only_columns(config.model, f, names)
+    model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden)
     objective = JepaObjective(model, config.objective, f)
     forecaster = NeuralForecaster(model, f, config.model.history)
     trainer = Trainer(

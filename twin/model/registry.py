@@ -65,7 +65,18 @@ def find_matching(
     rows = session.execute(
         select(ModelRow).where(ModelRow.scene == scene).order_by(ModelRow.id.desc())
     ).scalars()
-    keys = ("source", "scene", "episodes", "steps", "seed", "camera", "push_max", "control_hz", "code")
+    keys = (
+        "source",
+        "scene",
+        "episodes",
+        "steps",
+        "seed",
+        "camera",
+        "push_max",
+        "action_rate",
+        "control_hz",
+        "code",
+    )
     for row in rows:
         same_data = all(row.lineage.get(k) == lineage.get(k) for k in keys)
         if row.config == config and same_data and Path(row.path).exists():
