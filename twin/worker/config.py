@@ -16,8 +16,14 @@ class DetectorConfig:
     ``calibration_steps`` nominal control steps per asset (after ``warmup_steps``) set the
     thresholds at the ``1 - false_alarm_rate`` quantile of nominal statistics times ``margin``.
     ``cusum_k``: CUSUM reference as a quantile of the nominal combined score; ``ewma_lambda``:
-    EWMA weight of the signed per-sensor residuals (slow drift). ``clear_steps``: steps below
-    every threshold before an anomaly is declared over.
+    EWMA weight of the signed per-sensor residuals (slow drift; a second EWMA runs at a quarter
+    of it), its limit at least ``ewma_sigmas`` times its nominal spread. ``steady_factor``:
+    calibration blocks whose median score exceeds this times the typical block's are left out
+    (start-up transients). ``stuck_min_steps``: fewest identical readings in a row that can mean
+    a stuck sensor. ``statistics``: those that may raise an alarm (all by default; fewer for
+    ablations); ``sensor_weight`` and ``latent_weight`` weigh the two kinds of evidence in the
+    combined score. ``clear_steps``: steps below every threshold before an anomaly is declared
+    over.
     """
 
     warmup_steps: int = 10
@@ -27,10 +33,15 @@ class DetectorConfig:
     cusum_k_quantile: float = 0.95
     ewma_lambda: float = 0.05
     latent_weight: float = 0.5
+    sensor_weight: float = 1.0
+    ewma_sigmas: float = 6.0
+    steady_factor: float = 3.0
+    stuck_min_steps: int = 6
+    statistics: tuple[str, ...] = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
     clear_steps: int = 30
 
     def __post_init__(self) -> None:
-        for name in ("warmup_steps", "calibration_steps", "clear_steps"):
+        for name in ("warmup_steps", "calibration_steps", "clear_steps", "stuck_min_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"DetectorConfig.{name}={value!r} must be an integer >= 1")
@@ -42,8 +53,21 @@ class DetectorConfig:
                 raise ValueError(f"DetectorConfig.{name}={value!r} must be in (0, 1)")
         if not self.margin >= 1:
             raise ValueError(f"DetectorConfig.margin={self.margin!r} must be >= 1")
-        if not self.latent_weight >= 0:
-            raise ValueError(f"DetectorConfig.latent_weight={self.latent_weight!r} must be >= 0")
+        for name in ("latent_weight", "sensor_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"DetectorConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if not self.latent_weight + self.sensor_weight > 0:
+            raise ValueError("DetectorConfig: latent_weight + sensor_weight must be > 0")
+        for name in ("ewma_sigmas", "steady_factor"):
+            if not getattr(self, name) > 1:
+                raise ValueError(f"DetectorConfig.{name}={getattr(self, name)!r} must be > 1")
+        known = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
+        object.__setattr__(self, "statistics", tuple(self.statistics))
+        unknown = [s for s in self.statistics if s not in known]
+        if unknown or not self.statistics:
+            raise ValueError(
+                f"DetectorConfig.statistics={self.statistics!r} must be a non-empty subset of {known}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,39 @@
-"""Anomaly detection on calibrated surprise: a threshold, CUSUM for persistent shifts, EWMA for drift.
+"""Anomaly detection on calibrated surprise, per asset.
 
-Per asset, the first ``warmup_steps`` are skipped and the next ``calibration_steps`` (nominal)
-calibrate: a robust centre and scale per sensor residual and for the latent distance; the
-combined score ``c = mean_s(u_s^2) + w * u_latent^2`` (``u``: calibrated residuals); then the
-thresholds, each at the ``1 - false_alarm_rate`` quantile of its nominal statistic times
-``margin``:
+Calibration. The first ``warmup_steps`` are skipped and the next ``calibration_steps`` (nominal)
+are kept. They are cut into blocks of :data:`BLOCK` steps; blocks whose median combined score is
+over ``steady_factor`` times the median block's are a transient (a start-up swing, say) and are
+left out: the detector calibrates on the steady part. From the steady steps: a robust centre and
+scale (median, MAD) for each sensor residual and for the latent distance, giving calibrated
+units ``u``; then one threshold per statistic below.
 
-* ``c`` above its threshold on 2 consecutive steps (abrupt faults: 1-5 steps);
-* CUSUM ``S = max(0, S + c - k)`` above ``h`` (persistent moderate shifts);
-* per sensor, EWMA of the signed ``u_s`` beyond ``L_s`` (slow drift, bias).
+Statistics, each divided by its threshold (1 = alarm level; ``score`` is the largest):
 
-``score`` (published as surprise) is the largest statistic over its threshold: 1 = alarm level.
-The whole state is JSON (:meth:`Detector.to_json`), stored with each latent snapshot, so a
-restarted worker carries on calibrated.
+* ``instant``: ``c = mean_s(u_s^2) + w * u_latent^2``, threshold at the ``1 - false_alarm_rate``
+  quantile of nominal ``c``, extrapolated from the 90% and 99% quantiles with an exponential
+  tail (300 steps cannot show a 1e-4 quantile), times ``margin``. Alarm on 2 steps in a row
+  above, or one step above 3 times (abrupt faults);
+* ``peak``: ``max_s |u_s|`` (a fault in one sensor of many is diluted in the mean), same rule;
+* ``jump``: per sensor, ``|r_s(t) - r_s(t-1)|`` over its own threshold: a residual that changes
+  abruptly. A model's own error drifts smoothly with the state, a sensor bias, a knock or a
+  stuck reading changes it in one step, so this sees steps far below a poor model's error
+  level; one step above the threshold is an alarm;
+* ``cusum``: ``S = max(0, S + c - k)`` (k: the ``cusum_k_quantile`` of nominal ``c``) above
+  ``h`` (persistent moderate shifts: a heavier pole, more friction, a weaker actuator);
+* ``ewma``: per sensor, EWMAs of the signed ``u_s`` at two speeds (``ewma_lambda`` and a
+  quarter of it), i.e. the mean residual over ~1 s and ~4 s: bias, drift;
+* ``stuck``: per sensor, the number of consecutive identical readings, against the longest run
+  seen in calibration; only for sensors that moved during calibration.
+
+The path statistics (CUSUM, EWMA) get thresholds from their nominal paths: ``margin`` times their
+peak, and at least a floor from their measured spread. The whole state is JSON
+(:meth:`Detector.to_json`), stored with each latent snapshot, so a restarted worker carries on
+calibrated.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,23 +43,79 @@ from twin.worker.config import DetectorConfig
 from twin.worker.surprise import Surprise
 
 _MAD = 1.4826
+BLOCK = 30
+"""Calibration block (control steps) for finding the steady segment."""
+STATE_VERSION = 2
+STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 
 
 @dataclass(slots=True)
 class Verdict:
-    """The detector's reading of one step."""
+    """The detector's reading of one step: ``ratios`` per statistic (1 = its threshold)."""
 
     score: float
     alarm: bool
     contributions: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    ratios: dict[str, float] = field(default_factory=dict)
 
 
-def _robust(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def robust_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median and MAD-based scale per column (floored by a fifth of the RMS, and 1e-6)."""
     centre = np.median(values, axis=0)
     scale = _MAD * np.median(np.abs(values - centre), axis=0)
     rms = np.sqrt(np.mean((values - centre) ** 2, axis=0))
     return centre, np.maximum(np.maximum(scale, 0.2 * rms), 1e-6)
+
+
+def tail_threshold(values: np.ndarray, rate: float) -> float:
+    """The ``1 - rate`` quantile of non-negative ``values``, extrapolated beyond the sample by an
+    exponential tail through the 90% and 99% quantiles (never below the sample maximum's
+    quantile when the sample is large enough to show it)."""
+    q90, q99 = np.quantile(values, [0.9, 0.99])
+    extrapolated = q99 + (q99 - q90) * math.log10(0.01 / rate) if rate < 0.01 else q99
+    direct = float(np.quantile(values, 1.0 - rate)) if len(values) * rate >= 1 else 0.0
+    return float(max(extrapolated, direct, 1e-9))
+
+
+def steady_rows(scores: np.ndarray, factor: float) -> np.ndarray:
+    """Mask of the rows outside transient blocks (see the module docstring)."""
+    keep = np.ones(len(scores), dtype=bool)
+    n_blocks = len(scores) // BLOCK
+    if n_blocks < 3:
+        return keep
+    medians = np.array([np.median(scores[b * BLOCK : (b + 1) * BLOCK]) for b in range(n_blocks)])
+    typical = float(np.median(medians))
+    for b, level in enumerate(medians):
+        if level > factor * max(typical, 1e-12):
+            keep[b * BLOCK : (b + 1) * BLOCK] = False
+    return keep
+
+
+def long_run_variance(units: np.ndarray, lags: int = 30) -> np.ndarray:
+    """Per column of (N, S): variance of the mean of autocorrelated values times N (Bartlett
+    weights up to ``lags``, and at least what an AR(1) with the lag-1 correlation gives): what
+    an EWMA of them averages down to."""
+    centred = units - units.mean(axis=0)
+    n = len(centred)
+    out = np.mean(centred**2, axis=0)
+    for k in range(1, min(lags, n - 1) + 1):
+        gamma = np.mean(centred[k:] * centred[:-k], axis=0)
+        out = out + 2 * (1 - k / (lags + 1)) * gamma
+    gamma0 = np.maximum(np.mean(centred**2, axis=0), 1e-12)
+    rho = np.clip(np.mean(centred[1:] * centred[:-1], axis=0) / gamma0, 0.0, 0.98)
+    return np.maximum(out, gamma0 * (1 + rho) / (1 - rho))  # at least an AR(1)'s
+
+
+def stuck_runs(observed: np.ndarray) -> np.ndarray:
+    """Longest run of consecutive identical readings per column of (N, S)."""
+    same = np.vstack([np.zeros((1, observed.shape[1]), bool), observed[1:] == observed[:-1]])
+    longest = np.zeros(observed.shape[1], dtype=int)
+    run = np.zeros(observed.shape[1], dtype=int)
+    for row in same:
+        run = np.where(row, run + 1, 0)
+        longest = np.maximum(longest, run)
+    return longest
 
 
 class Detector:
@@ -50,56 +123,89 @@ class Detector:
 
     def __init__(self, config: DetectorConfig, sensors: tuple[str, ...]) -> None:
         self.config = config
-        self.sensors = sensors
+        self.sensors = tuple(sensors)
+        n = len(self.sensors)
+        self.lambdas = (config.ewma_lambda, config.ewma_lambda / 4)
         self.steps = 0
         self._calib: list[np.ndarray] = []
+        self._calib_obs: list[np.ndarray] = []
         self.centre: np.ndarray | None = None
         self.scale: np.ndarray | None = None
-        self.c_threshold = self.cusum_k = self.cusum_h = 0.0
-        self.ewma_limit: np.ndarray | None = None
+        self.c_threshold = self.peak_threshold = self.cusum_k = self.cusum_h = 0.0
+        self.jump_scale = np.ones(n)
+        self.jump_threshold = np.ones(n)
+        """Per sensor: a model's residual may jump often on one sensor (an angle's wrap)."""
+        self.last_residual: np.ndarray | None = None
+        self.ewma_limit = np.ones((2, n))
+        self.stuck_limit = np.zeros(n, dtype=int)
+        """Consecutive identical readings that are an alarm (0: not checked for that sensor)."""
         self.cusum = 0.0
-        self.ewma = np.zeros(len(sensors))
+        self.ewma = np.zeros((2, n))
         self.above = 0
+        self.run = np.zeros(n, dtype=int)
+        self.last_obs: np.ndarray | None = None
+        self.kept = 0
 
     @property
     def armed(self) -> bool:
         return self.centre is not None
 
-    def _units(self, evidence: np.ndarray) -> np.ndarray:
+    def units(self, evidence: np.ndarray) -> np.ndarray:
+        """Raw evidence (..., S + 1) -> calibrated units."""
         assert self.centre is not None and self.scale is not None
         return (evidence - self.centre) / self.scale
 
-    def _combined(self, units: np.ndarray) -> np.ndarray:
+    def combined(self, units: np.ndarray) -> np.ndarray:
         s = len(self.sensors)
-        return np.mean(units[..., :s] ** 2, axis=-1) + self.config.latent_weight * units[..., s] ** 2
-
-    def calibrate(self, evidence: np.ndarray) -> None:
-        """Set centre, scale and thresholds from nominal evidence (N, S + 1)."""
         cfg = self.config
-        self.centre, self.scale = _robust(evidence)
-        units = self._units(evidence)
-        c = self._combined(units)
-        q = 1.0 - cfg.false_alarm_rate
-        self.c_threshold = float(np.quantile(c, q) * cfg.margin)
+        return (
+            cfg.sensor_weight * np.mean(units[..., :s] ** 2, axis=-1) + cfg.latent_weight * units[..., s] ** 2
+        )
+
+    def calibrate(self, evidence: np.ndarray, observed: np.ndarray | None = None) -> None:
+        """Set centre, scale and thresholds from nominal evidence (N, S + 1) and readings (N, S)."""
+        cfg = self.config
+        s = len(self.sensors)
+        self.centre, self.scale = robust_scale(evidence)
+        keep = steady_rows(self.combined(self.units(evidence)), cfg.steady_factor)
+        self.kept = int(keep.sum())
+        steady = evidence[keep]
+        self.centre, self.scale = robust_scale(steady)
+        units = self.units(steady)
+        c = self.combined(units)
+        self.c_threshold = tail_threshold(c, cfg.false_alarm_rate) * cfg.margin
+        self.peak_threshold = (
+            tail_threshold(np.abs(units[:, :s]).max(axis=1), cfg.false_alarm_rate) * cfg.margin
+        )
         self.cusum_k = float(np.quantile(c, cfg.cusum_k_quantile))
+        both = keep[1:] & keep[:-1]
+        jumps = np.diff(evidence[:, :s], axis=0)[both]
+        _, self.jump_scale = robust_scale(jumps)
+        rate = cfg.false_alarm_rate / s
+        self.jump_threshold = np.array(
+            [tail_threshold(np.abs(jumps[:, k] / self.jump_scale[k]), rate) * cfg.margin for k in range(s)]
+        )
         path, peak = 0.0, 0.0
         for value in c:
             path = max(0.0, path + value - self.cusum_k)
             peak = max(peak, path)
         self.cusum_h = float(max(peak * cfg.margin, 20.0 * self.cusum_k, 5.0))
-        lam = cfg.ewma_lambda
-        ewma = np.zeros(len(self.sensors))
-        path_ewma = []
-        for row in units[:, : len(self.sensors)]:
-            ewma = (1 - lam) * ewma + lam * row
-            path_ewma.append(ewma)
-        paths = np.asarray(path_ewma)
-        peaks = np.abs(paths).max(axis=0)
-        # residuals are autocorrelated: the EWMA's spread is measured, not assumed
-        spread = 5.0 * paths.std(axis=0)
-        floor = 4.0 * np.sqrt(lam / (2 - lam))
-        self.ewma_limit = np.maximum(np.maximum(peaks * cfg.margin, spread), floor)
-        self.cusum, self.ewma, self.above = 0.0, np.zeros(len(self.sensors)), 0
+        long_run = long_run_variance(units[:, :s])
+        for j, lam in enumerate(self.lambdas):
+            ewma, peaks = np.zeros(s), np.zeros(s)
+            for row in units[:, :s]:
+                ewma = (1 - lam) * ewma + lam * row
+                peaks = np.maximum(peaks, np.abs(ewma))
+            # residuals are autocorrelated: the EWMA's spread follows their long-run variance
+            spread = np.sqrt(lam / (2 - lam) * long_run)
+            self.ewma_limit[j] = np.maximum(peaks * cfg.margin, cfg.ewma_sigmas * spread)
+        self.stuck_limit = np.zeros(s, dtype=int)
+        if observed is not None and len(observed) == len(evidence):
+            longest = stuck_runs(observed[keep])
+            moving = longest < max(3, len(steady) // 20)
+            limit = np.maximum(np.ceil((longest + 1) * cfg.margin), cfg.stuck_min_steps).astype(int)
+            self.stuck_limit = np.where(moving, limit, 0)
+        self.reset_statistics()
 
     def update(self, surprise: Surprise) -> Verdict:
         """Feed one step; the verdict says whether it is anomalous and which sensors contribute."""
@@ -108,70 +214,131 @@ class Detector:
         evidence = np.append(surprise.residual, surprise.latent)
         if not np.isfinite(evidence).all():
             return Verdict(0.0, False, reason="non-finite evidence")
+        observed = surprise.observed
+        s = len(self.sensors)
+        if observed is not None:
+            observed = np.asarray(observed, dtype=np.float64)
+            if self.last_obs is not None:
+                self.run = np.where(observed == self.last_obs, self.run + 1, 0)
+            self.last_obs = observed
         if not self.armed:
             if self.steps > cfg.warmup_steps:
                 self._calib.append(evidence)
+                if observed is not None:
+                    self._calib_obs.append(observed)
                 if len(self._calib) >= cfg.calibration_steps:
-                    self.calibrate(np.asarray(self._calib))
-                    self._calib = []
+                    obs = np.asarray(self._calib_obs) if len(self._calib_obs) == len(self._calib) else None
+                    self.calibrate(np.asarray(self._calib), obs)
+                    self._calib, self._calib_obs = [], []
             return Verdict(0.0, False, reason="calibrating")
-        assert self.ewma_limit is not None
-        units = self._units(evidence)
-        c = float(self._combined(units))
+        units = self.units(evidence)
+        c = float(self.combined(units))
+        peak = float(np.abs(units[:s]).max())
+        residual = evidence[:s]
+        jumps = np.zeros(s)
+        if self.last_residual is not None:
+            jumps = np.abs((residual - self.last_residual) / self.jump_scale) / self.jump_threshold
+        self.last_residual = residual
         self.cusum = max(0.0, self.cusum + c - self.cusum_k)
-        s = len(self.sensors)
-        self.ewma = (1 - cfg.ewma_lambda) * self.ewma + cfg.ewma_lambda * units[:s]
-        self.above = self.above + 1 if c > self.c_threshold else 0
-        ratios = {
+        for j, lam in enumerate(self.lambdas):
+            self.ewma[j] = (1 - lam) * self.ewma[j] + lam * units[:s]
+        ewma_ratio = np.abs(self.ewma) / self.ewma_limit
+        checked = self.stuck_limit > 0
+        stuck_ratio = np.where(checked, self.run / np.maximum(self.stuck_limit, 1), 0.0)
+        every = {
             "instant": c / self.c_threshold,
+            "peak": peak / self.peak_threshold,
+            "jump": float(jumps.max()),
             "cusum": self.cusum / self.cusum_h,
-            "ewma": float(np.max(np.abs(self.ewma) / self.ewma_limit)),
+            "ewma": float(ewma_ratio.max()),
+            "stuck": float(stuck_ratio.max()),
         }
-        jump = c > 3.0 * self.c_threshold  # one step far outside: an abrupt fault
-        alarm = self.above >= 2 or jump or ratios["cusum"] > 1.0 or ratios["ewma"] > 1.0
+        ratios = {k: every[k] for k in cfg.statistics}
+        instant = max(ratios.get("instant", 0.0), ratios.get("peak", 0.0))
+        self.above = self.above + 1 if instant > 1.0 else 0
+        jump = instant > 3.0  # one step far outside: an abrupt fault
+        alarm = (
+            self.above >= 2
+            or jump
+            or ratios.get("jump", 0.0) > 1.0
+            or ratios.get("cusum", 0.0) > 1.0
+            or ratios.get("ewma", 0.0) > 1.0
+            or ratios.get("stuck", 0.0) >= 1.0
+        )
         reason = max(ratios, key=lambda k: ratios[k])
         shares = np.append(
-            units[:s] ** 2 / s + (np.abs(self.ewma) / self.ewma_limit) ** 2, cfg.latent_weight * units[s] ** 2
+            units[:s] ** 2 / s + ewma_ratio.max(axis=0) ** 2 + stuck_ratio**2 + jumps**2,
+            cfg.latent_weight * units[s] ** 2,
         )
         total = float(shares.sum()) or 1.0
         names = (*self.sensors, "latent")
         contributions = {n: round(float(v / total), 4) for n, v in zip(names, shares, strict=True)}
-        return Verdict(float(max(ratios.values())), alarm, contributions, reason)
+        return Verdict(float(max(ratios.values())), alarm, contributions, reason, ratios)
 
     def reset_statistics(self) -> None:
         """Start CUSUM and EWMA afresh (after an anomaly is declared over)."""
-        self.cusum, self.ewma, self.above = 0.0, np.zeros(len(self.sensors)), 0
+        self.cusum, self.above = 0.0, 0
+        self.ewma = np.zeros((2, len(self.sensors)))
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"steps": self.steps, "calib": [e.tolist() for e in self._calib]}
+        out: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "steps": self.steps,
+            "calib": [e.tolist() for e in self._calib],
+            "calib_obs": [e.tolist() for e in self._calib_obs],
+            "run": self.run.tolist(),
+            "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
+            "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
+        }
         if self.armed:
-            assert self.scale is not None and self.ewma_limit is not None and self.centre is not None
+            assert self.scale is not None and self.centre is not None
             out.update(
                 centre=self.centre.tolist(),
                 scale=self.scale.tolist(),
                 c_threshold=self.c_threshold,
+                peak_threshold=self.peak_threshold,
+                jump_scale=self.jump_scale.tolist(),
+                jump_threshold=self.jump_threshold.tolist(),
                 cusum_k=self.cusum_k,
                 cusum_h=self.cusum_h,
                 ewma_limit=self.ewma_limit.tolist(),
+                stuck_limit=self.stuck_limit.tolist(),
                 cusum=self.cusum,
                 ewma=self.ewma.tolist(),
                 above=self.above,
+                kept=self.kept,
             )
         return out
 
     @classmethod
     def from_json(cls, config: DetectorConfig, sensors: tuple[str, ...], data: dict[str, Any]) -> Detector:
+        """Restore :meth:`to_json`; state from another version of the detector starts afresh
+        (calibrating again) instead of being misread."""
         detector = cls(config, sensors)
+        if data.get("version") != STATE_VERSION:
+            return detector
+        f64 = np.float64
         detector.steps = int(data.get("steps", 0))
-        detector._calib = [np.asarray(e, dtype=np.float64) for e in data.get("calib", [])]
+        detector._calib = [np.asarray(e, dtype=f64) for e in data.get("calib", [])]
+        detector._calib_obs = [np.asarray(e, dtype=f64) for e in data.get("calib_obs", [])]
+        detector.run = np.asarray(data.get("run", detector.run), dtype=int)
+        if data.get("last_obs") is not None:
+            detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
+        if data.get("last_residual") is not None:
+            detector.last_residual = np.asarray(data["last_residual"], dtype=f64)
         if "centre" in data:
-            detector.centre = np.asarray(data["centre"], dtype=np.float64)
-            detector.scale = np.asarray(data["scale"], dtype=np.float64)
+            detector.centre = np.asarray(data["centre"], dtype=f64)
+            detector.scale = np.asarray(data["scale"], dtype=f64)
             detector.c_threshold = float(data["c_threshold"])
+            detector.peak_threshold = float(data["peak_threshold"])
+            detector.jump_scale = np.asarray(data["jump_scale"], dtype=f64)
+            detector.jump_threshold = np.asarray(data["jump_threshold"], dtype=f64)
             detector.cusum_k = float(data["cusum_k"])
             detector.cusum_h = float(data["cusum_h"])
-            detector.ewma_limit = np.asarray(data["ewma_limit"], dtype=np.float64)
+            detector.ewma_limit = np.asarray(data["ewma_limit"], dtype=f64)
+            detector.stuck_limit = np.asarray(data["stuck_limit"], dtype=int)
             detector.cusum = float(data["cusum"])
-            detector.ewma = np.asarray(data["ewma"], dtype=np.float64)
+            detector.ewma = np.asarray(data["ewma"], dtype=f64)
             detector.above = int(data["above"])
+            detector.kept = int(data.get("kept", 0))
         return detector

@@ -26,7 +26,7 @@ from twin.worker.detector import Detector, Verdict
 from twin.worker.inference import ModelAdapter
 from twin.worker.memory import memory_op
 from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64
-from twin.worker.surprise import Surprise
+from twin.worker.surprise import Surprise, step_evidence
 
 log = logging.getLogger(__name__)
 
@@ -378,8 +378,15 @@ class TwinWorker:
                 self.stats.steps += 1
                 verdict = None
                 if asset.predicted_z is not None and np.isfinite(residuals[i]).all():
-                    latent = float(np.sqrt(np.mean((forecast.z[i] - asset.predicted_z) ** 2)))
-                    verdict = asset.detector.update(Surprise(residuals[i], latent))
+                    observed = asset.window[-1]
+                    residual, latent = step_evidence(
+                        model.normalised_error,
+                        asset.predicted_values,
+                        observed,
+                        forecast.z[i],
+                        asset.predicted_z,
+                    )
+                    verdict = asset.detector.update(Surprise(residual, float(latent), observed.copy()))
                 asset.z = forecast.z[i]
                 asset.action = forecast.actions[i]
                 asset.predicted_z = forecast.latents[i, 0]

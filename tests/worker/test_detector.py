@@ -1,0 +1,121 @@
+"""The detector on synthetic evidence: calibrated false alarms, a step, a drift, a stuck sensor,
+a start-up transient left out of calibration, and its state surviving JSON."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twin.worker.config import DetectorConfig
+from twin.worker.detector import Detector, steady_rows, tail_threshold
+from twin.worker.surprise import Surprise
+
+SENSORS = ("a", "b", "c")
+
+
+def _ar1(rng: np.random.Generator, n: int, rho: float = 0.5) -> np.ndarray:
+    """Autocorrelated residuals (n, S) with unit marginal std, like a model's one-step errors."""
+    out = np.zeros((n, len(SENSORS)))
+    noise = rng.standard_normal((n, len(SENSORS))) * np.sqrt(1 - rho**2)
+    for t in range(1, n):
+        out[t] = rho * out[t - 1] + noise[t]
+    return out * 0.05
+
+
+def _feed(detector: Detector, residual: np.ndarray, latent: np.ndarray, observed: np.ndarray) -> list:
+    return [
+        detector.update(Surprise(residual[t], float(latent[t]), observed[t])) for t in range(len(residual))
+    ]
+
+
+def _episode(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    residual = _ar1(rng, n)
+    latent = np.abs(rng.standard_normal(n)) * 0.1 + 0.2
+    observed = np.cumsum(rng.standard_normal((n, len(SENSORS))), axis=0)
+    return residual, latent, observed
+
+
+def _calibrated(seed: int, config: DetectorConfig | None = None, n_after: int = 0):
+    config = config or DetectorConfig(calibration_steps=300)
+    detector = Detector(config, SENSORS)
+    n = config.warmup_steps + config.calibration_steps + n_after
+    residual, latent, observed = _episode(seed, n)
+    verdicts = _feed(detector, residual, latent, observed)
+    assert detector.armed
+    return detector, verdicts[config.warmup_steps + config.calibration_steps :]
+
+
+def test_nominal_evidence_rarely_alarms():
+    alarms, steps = 0, 0
+    for seed in range(6):
+        _, verdicts = _calibrated(seed, n_after=3000)
+        alarms += sum(v.alarm for v in verdicts)
+        steps += len(verdicts)
+    # thresholds sit far beyond the calibrated 1e-3 quantile: nominal steps almost never alarm
+    assert alarms / steps < 1e-3, alarms
+
+
+def test_a_step_is_caught_within_a_few_steps():
+    detector, _ = _calibrated(1)
+    residual, latent, observed = _episode(101, 20)
+    residual[5:, 0] += 0.4  # eight nominal spreads on one sensor, from step 5
+    verdicts = _feed(detector, residual, latent, observed)
+    first = next(i for i, v in enumerate(verdicts) if v.alarm)
+    assert 5 <= first <= 7
+    assert max(verdicts[first].contributions, key=verdicts[first].contributions.get) == "a"
+
+
+def test_a_slow_drift_is_caught_by_the_ewma():
+    detector, _ = _calibrated(2)
+    residual, latent, observed = _episode(102, 600)
+    residual[:, 1] += np.linspace(0.0, 0.1, 600)  # 2 nominal spreads after 20 s: never an outlier
+    verdicts = _feed(detector, residual, latent, observed)
+    first = next(i for i, v in enumerate(verdicts) if v.alarm)
+    assert 30 < first < 600
+    assert verdicts[first].reason in ("ewma", "cusum")
+
+
+def test_a_stuck_sensor_is_caught():
+    detector, _ = _calibrated(3)
+    residual, latent, observed = _episode(103, 40)
+    observed[10:, 2] = observed[10, 2]
+    verdicts = _feed(detector, residual, latent, observed)
+    first = next(i for i, v in enumerate(verdicts) if v.alarm)
+    assert 10 < first <= 10 + 3 * DetectorConfig().stuck_min_steps
+    assert verdicts[first].reason == "stuck"
+
+
+def test_calibration_leaves_a_start_up_transient_out():
+    config = DetectorConfig(calibration_steps=300)
+    residual, latent, observed = _episode(4, 310 + 300)
+    residual[10:70] *= 40  # a large transient at start-up, inside the calibration span
+    detector = Detector(config, SENSORS)
+    verdicts = _feed(detector, residual, latent, observed)
+    assert detector.kept <= 300 - 60
+    later, _, _ = _episode(104, 20)
+    later[5:, 0] += 0.4
+    after = _feed(detector, later, latent[:20], observed[:20] + 1000)
+    assert any(v.alarm for v in after[5:8])
+    assert not any(v.alarm for v in verdicts[310:])
+
+
+def test_steady_rows_and_tail_threshold():
+    scores = np.ones(300)
+    scores[:30] = 50.0
+    keep = steady_rows(scores, 3.0)
+    assert not keep[:30].any() and keep[30:].all()
+    sample = np.random.default_rng(0).exponential(1.0, 300)
+    # the exponential's 1e-4 quantile is ln(1e4) = 9.2: extrapolated from 300 samples
+    assert 6.0 < tail_threshold(sample, 1e-4) < 13.0
+
+
+def test_state_survives_json_and_an_old_version_recalibrates():
+    detector, _ = _calibrated(5, n_after=50)
+    restored = Detector.from_json(detector.config, SENSORS, detector.to_json())
+    residual, latent, observed = _episode(105, 30)
+    a = _feed(detector, residual, latent, observed)
+    b = _feed(restored, residual, latent, observed)
+    assert [v.score for v in a] == pytest.approx([v.score for v in b])
+    old = {"steps": 400, "calib": [], "centre": [0.0] * 4}
+    assert not Detector.from_json(detector.config, SENSORS, old).armed
