@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from busutil import TIMEOUT_S, vector_schema
 
+import bridge.publisher as publisher_module
 from bridge import Observation, Publisher, Subscriber
 from bridge.protocol import encode
 
@@ -72,3 +73,19 @@ def test_publish_vector_refuses_unannounced_streams_and_wrong_arrays(bus_config)
         with pytest.raises(ValueError, match="t_ns=-1"):
             pub.publish_vector(schema, -1, np.zeros(3))
         assert schema.data_topic not in pub.last_seq  # nothing sent, no seq consumed
+
+
+def test_publish_vector_falls_back_to_publish_when_the_envelope_has_no_fixed_fields(bus_config, monkeypatch):
+    """Should the encoder change its integer layout, frames still go out (the slow way)."""
+    schema = vector_schema(dtype="<f8")
+    with (
+        Subscriber(bus_config, ("obs.rig.",), name="vector-sub") as sub,
+        Publisher(bus_config, "vector-pub") as pub,
+    ):
+        pub.announce(schema)
+        assert pub.wait_subscribed(schema.data_topic, TIMEOUT_S)
+        monkeypatch.setattr(publisher_module, "_T_MARK", 7)  # a small int: msgpack fixint
+        assert pub.publish_vector(schema, 5, np.array([1.0, 2.0, 3.0]))
+        (message,) = _receive(sub, 1)
+    assert (message.t_ns, message.seq) == (5, 0)
+    np.testing.assert_array_equal(message.values, [1.0, 2.0, 3.0])
