@@ -18,9 +18,11 @@ name="episode_start", params={"scene", "seed", "controller", ...})`` on ``event.
 and, when the run stops cleanly (stop event or duration), ``episode_end``; ``twin record``
 labels its episodes with them.
 
-Hot path: in fast mode, ticks on which no asset controls or publishes are stepped in a bare
-loop (:meth:`World.step_many`); controllers run through ``scene.act`` (scalar fast paths) and a
-state read after a step is reused by the control before the next one. In real time the loop
+Hot path: in fast mode the loop goes from boundary to boundary (a tick where some asset
+controls or publishes) and steps the ticks between in a bare loop (:meth:`World.step_many`);
+state vectors go out through :meth:`Publisher.publish_vector`; controllers run through
+``scene.act`` (scalar fast paths) and a state read after a step is reused by the control
+before the next one. In real time the loop
 sleeps until ``spin_s`` before each tick and spins the rest, with the garbage collector off;
 ``rt_priority`` > 0 asks for SCHED_FIFO (needs CAP_SYS_NICE; refused: logged, run goes on);
 otherwise the loop asks for a short scheduler slice (``rt_slice_us``, :mod:`sim.sched`).
