@@ -77,8 +77,10 @@ def bus(
 
 @app.command()
 def up(
-    scene: Annotated[str, typer.Option(help="Scene of the simulated assets.")] = "cartpole",
-    assets: Annotated[int, typer.Option(min=1, help="How many simulated assets.")] = 1,
+    scene: Annotated[
+        str, typer.Option(help="'cell' (arm, rotor, two cart-poles) or one scene (cartpole, rotor, arm).")
+    ] = "cell",
+    assets: Annotated[int, typer.Option(min=1, help="How many simulated assets (one scene only).")] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 1,
     duration: Annotated[float, typer.Option(min=0, help="Stop after this many seconds (0: Ctrl-C).")] = 0.0,
     pub: Annotated[str | None, typer.Option(help="Bus publisher endpoint (port 0: any free).")] = None,
@@ -89,25 +91,41 @@ def up(
         int | None, typer.Option(help="Dashboard port (0: any free) [env JUMEAU_UI_PORT, else 8501 or free].")
     ] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record into the database.")] = True,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run the twin worker (trains missing models first).")
+    ] = True,
+    training: Annotated[
+        str, typer.Option(help="Preset for models missing from the registry: quick, or tiny (tests).")
+    ] = "quick",
+    fault_at: Annotated[
+        float, typer.Option(min=0, help="Sim time (s) of the cell's scripted fault (0: none).")
+    ] = 60.0,
     verbose: Verbose = False,
 ) -> None:
-    """Run the main job: bus, simulated assets, recorder and dashboard, with a live status line."""
+    """Run the main job: bus, simulated assets, recorder, worker and dashboard, with a live status line."""
     from bridge import BusConfig
     from twin.logs import setup_logging
     from twin.up import UpConfig, run_up
 
     setup_logging(verbose)
     bus_config = BusConfig.from_env(pub_endpoint=pub, sub_endpoint=sub, control_endpoint=control)
-    config = UpConfig(
-        scene=scene,
-        assets=assets,
-        seed=seed,
-        duration_s=duration,
-        bus=bus_config,
-        ui=ui,
-        ui_port=ui_port,
-        record=record,
-    )
+    try:
+        config = UpConfig(
+            scene=scene,
+            assets=assets,
+            seed=seed,
+            duration_s=duration,
+            bus=bus_config,
+            ui=ui,
+            ui_port=ui_port,
+            record=record,
+            worker=worker,
+            training=training,
+            fault_at_s=fault_at,
+        )
+    except ValueError as exc:
+        typer.echo(f"twin up: {exc}", err=True)
+        raise typer.Exit(2) from None
     code = run_up(config)
     raise typer.Exit(code)
 

@@ -80,7 +80,7 @@ def sensor_figure(
         first = row == 1
         if past is not None and past.mean.size and s < past.mean.shape[1]:
             x_past = to_axis(past.target_t_ns, axis, origin_ns)
-            label = f"predicted {past.horizon_s:g} s before"
+            label = f"predicted {past.horizon_s:.3g} s before"
             _band(
                 fig,
                 x_past,

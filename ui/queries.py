@@ -25,6 +25,7 @@ from twin.store import models as m
 from twin.store.telemetry import decode_values, event_row, insert_events
 from ui.live import PredictionRecord
 from ui.resources import engine
+from ui.sampling import sample_rows
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,11 +110,19 @@ def stream_schema(url: str, asset: str, stream: str) -> tuple[tuple[str, ...], t
 @st.cache_data(ttl=30, show_spinner=False)
 @guarded
 def episode_streams(url: str, episode_id: int) -> list[str]:
+    """Streams recorded in an episode: one primary-key seek per stream (``min(stream) > last``),
+    never a scan of the episode's rows (millions for a day)."""
+    o = m.ObservationRow
+    streams: list[str] = []
     with engine(url).connect() as connection:
-        rows = connection.execute(
-            sa.select(m.ObservationRow.stream).where(m.ObservationRow.episode_id == episode_id).distinct()
-        )
-        return sorted(r[0] for r in rows)
+        while True:
+            query = sa.select(sa.func.min(o.stream)).where(o.episode_id == episode_id)
+            if streams:
+                query = query.where(o.stream > streams[-1])
+            name = connection.execute(query).scalar()
+            if name is None:
+                return streams
+            streams.append(name)
 
 
 @st.cache_data(ttl=5, show_spinner=False)
@@ -131,23 +140,10 @@ def episode_last_t(url: str, episode_id: int) -> int | None:
 def observed(
     url: str, episode_id: int, stream: str, t0_ns: int = 0, t1_ns: int = 2**62, max_points: int = MAX_POINTS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(t_ns, values)`` of a vector stream in an episode and time range, decimated in SQL to at
-    most about ``max_points`` samples (every k-th seq)."""
-    where = (
-        m.ObservationRow.episode_id == episode_id,
-        m.ObservationRow.stream == stream,
-        m.ObservationRow.t_ns >= t0_ns,
-        m.ObservationRow.t_ns <= t1_ns,
-    )
+    """``(t_ns, values)`` of a vector stream in an episode and time range, at most ``max_points``
+    samples (longer ranges: the first sample of each of ``max_points`` time buckets, in SQL)."""
     with engine(url).connect() as connection:
-        count = connection.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
-        stride = max(1, -(-count // max_points))
-        query = sa.select(
-            m.ObservationRow.t_ns, m.ObservationRow.dtype, m.ObservationRow.shape, m.ObservationRow.data
-        ).where(*where)
-        if stride > 1:
-            query = query.where(m.ObservationRow.seq % stride == 0)
-        rows = connection.execute(query.order_by(m.ObservationRow.t_ns)).all()
+        rows = sample_rows(connection, episode_id, stream, t0_ns, t1_ns, max_points)
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0))
     t = np.array([r.t_ns for r in rows], dtype=np.int64)

@@ -199,3 +199,31 @@ def test_pages_say_plainly_when_bus_and_database_are_unreachable(ui_env, monkeyp
     at = wait_for(app(), lambda at: "is not answering" in texts(at), timeout_s=20)
     assert "database is unreachable" in texts(at)
     assert not at.exception
+
+
+def test_pages_recover_by_themselves_when_bus_and_database_return(ui_env, monkeypatch, tmp_path):
+    from bridge import Bus, BusConfig
+    from twin.store.engine import make_engine
+    from twin.store.migrate import upgrade
+    from ui.cli import free_port
+
+    endpoints = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("pub", "sub", "control")}
+    for name, endpoint in endpoints.items():
+        monkeypatch.setenv(f"JUMEAU_BUS_{name.upper()}", endpoint)
+    broken = tmp_path / "jumeau.sqlite"
+    broken.write_bytes(b"this is not a database yet " * 200)  # a store that cannot be read
+    monkeypatch.setenv("JUMEAU_DB", f"sqlite:///{broken}")
+    both_down = "is not answering", "database is unreachable"
+    at = wait_for(app(), lambda at: all(text in texts(at) for text in both_down), timeout_s=20)
+    assert not at.exception
+
+    healthy = tmp_path / "healthy.sqlite"
+    engine = make_engine(f"sqlite:///{healthy}")
+    upgrade(engine)
+    engine.dispose()
+    broken.write_bytes(healthy.read_bytes())  # the database is back, same file
+    config = BusConfig(endpoints["pub"], endpoints["sub"], endpoints["control"])
+    with Bus(config):  # the bus is back, same addresses
+        at = wait_for(at, lambda at: not any(text in texts(at) for text in both_down), timeout_s=30)
+        assert "Connected to the bus" in texts(at) or "No assets yet" in texts(at)
+        assert not at.exception

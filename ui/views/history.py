@@ -85,7 +85,9 @@ def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: in
     if preds:
         horizons = horizons_of(preds)
         h = st.select_slider(
-            "What did the twin say this long before? (s)", [f"{x:g}" for x in horizons], key="history-horizon"
+            "What did the twin say this long before? (s)",
+            [f"{x:.3g}" for x in horizons],
+            key="history-horizon",
         )
         past = horizon_slice(preds, float(h))
     columns = [sensors.index(s) for s in chosen] or [0]

@@ -1,0 +1,158 @@
+"""The factory cell ``twin up`` runs by default, its scripted fault, and the models its worker needs.
+
+The cell: the arm, the rotor and two cart-poles, each scene in its own ``twin sim`` child. The
+worker needs one world model per scene; :func:`ensure_models` finds the newest one in the model
+registry (``models`` table) whose checkpoint file still exists, and trains the missing ones
+through the model package's own job (:func:`twin.model.jobs.train_job`) with a progress bar.
+Training presets are small on purpose: ``quick`` (the default, about 2 minutes for the three
+scenes on 2 cores) and ``tiny`` (seconds, for tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CellMember:
+    """One ``twin sim`` child of the cell: ``assets`` copies of ``scene``."""
+
+    scene: str
+    assets: int = 1
+    camera_hz: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.assets < 1:
+            raise ValueError(f"CellMember.assets={self.assets!r} must be >= 1")
+        if self.camera_hz < 0:
+            raise ValueError(f"CellMember.camera_hz={self.camera_hz!r} must be >= 0 (0: no camera)")
+
+
+CELL = (CellMember("arm", 1, camera_hz=5.0), CellMember("rotor", 1), CellMember("cartpole", 2, camera_hz=5.0))
+"""The default factory cell: arm-0, rotor-0, cartpole-0 and cartpole-1."""
+
+FAULT_ASSET = "cartpole-1"
+FAULT = {"kind": "sensor_bias", "sensor": "pole_angle", "bias": 0.25, "ramp_s": 2.0}
+"""The scripted fault: the pole-angle sensor of cartpole-1 drifts 0.25 rad off over 2 s."""
+
+
+def fault_spec(at_s: float) -> str:
+    """The ``twin sim --fault`` JSON of the scripted fault, starting ``at_s`` s of sim time in."""
+    return json.dumps({"asset": FAULT_ASSET, **FAULT, "at_s": at_s})
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPreset:
+    """How hard to train a missing model: generated episodes, steps, model size, time guard."""
+
+    episodes: int
+    steps: int
+    max_seconds: float
+    latent_dim: int = 16
+    hidden: int = 64
+    rollout_steps: int = 16
+    batch: int = 64
+
+    def __post_init__(self) -> None:
+        if self.episodes < 4 or self.steps < 1 or self.max_seconds <= 0:
+            raise ValueError(
+                f"TrainingPreset: episodes={self.episodes!r} must be >= 4 (the split needs four), "
+                f"steps={self.steps!r} >= 1, max_seconds={self.max_seconds!r} > 0"
+            )
+
+
+PRESETS = {
+    "quick": TrainingPreset(episodes=40, steps=800, max_seconds=45.0),
+    "tiny": TrainingPreset(episodes=8, steps=40, max_seconds=10.0, latent_dim=8, hidden=32, rollout_steps=8),
+}
+
+
+def find_cached(engine: Engine, name: str) -> str | None:
+    """``name:version`` of the newest registered model called ``name`` whose file exists."""
+    from twin.store.models import ModelRow
+
+    with Session(engine) as session:
+        rows = session.query(ModelRow).filter(ModelRow.name == name).order_by(ModelRow.version.desc())
+        for row in rows:
+            if Path(row.path).exists():
+                return f"{row.name}:{row.version}"
+    return None
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """Send file descriptor 1 to stderr for a while: PyBullet prints to it from C, and ``twin up``'s
+    stdout carries the JSON lines and status that callers parse."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def train_model(scene: str, preset: TrainingPreset, engine: Engine, models_dir: Path, progress: bool) -> str:
+    """Generate data through the sim, train, register; return ``name:version``."""
+    import torch
+
+    from twin.model.jepa import ModelConfig
+    from twin.model.jobs import DataSpec, load_data, train_job
+    from twin.model.losses import ObjectiveConfig
+    from twin.model.pipeline import RunConfig
+    from twin.model.train import TrainConfig
+
+    torch.set_num_threads(2)
+    with quiet_stdout():
+        data = load_data(DataSpec(scene, generate=preset.episodes, seed=0))
+    config = RunConfig(
+        model=ModelConfig(latent_dim=preset.latent_dim, hidden=preset.hidden),
+        objective=ObjectiveConfig(rollout_steps=preset.rollout_steps),
+        train=TrainConfig(
+            steps=preset.steps,
+            batch=preset.batch,
+            eval_every=max(1, preset.steps // 4),
+            warmup=min(20, preset.steps // 4),
+            patience=10,
+            max_seconds=preset.max_seconds,
+        ),
+        neural_baselines=False,
+        val_windows=200,
+    )
+    outcome = train_job(data, config, 0, scene, models_dir, engine=engine, progress=progress)
+    return f"{outcome.checkpoint.name}:{outcome.checkpoint.version}"
+
+
+def ensure_models(
+    scenes: list[str],
+    preset: TrainingPreset,
+    engine: Engine,
+    models_dir: Path,
+    *,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> list[str]:
+    """One model reference per scene: the cached one, else one trained now."""
+    refs = []
+    for scene in scenes:
+        ref = find_cached(engine, scene)
+        if ref is None:
+            say(f"twin up: training a world model for {scene} (first run; cached in the registry after)")
+            ref = train_model(scene, preset, engine, models_dir, progress)
+            say(f"twin up: {scene} model ready: {ref}")
+        refs.append(ref)
+    return refs
