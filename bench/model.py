@@ -57,7 +57,7 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
             "episodes": 40,
             "camera": True,
             "config": RunConfig(
-                model=ModelConfig(camera=True, sensors=False),
+                model=ModelConfig(camera=True, camera_only=("cube",)),
                 objective=ObjectiveConfig(rollout_steps=8),
                 train=camera,
                 baseline_train=base,
@@ -85,7 +85,8 @@ def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, d
         "steps": gen.episode_steps,
         "seed": seed,
         "camera": gen.camera,
-        "push_max": gen.push_max,
+        "push_max": gen.push,
+        "action_rate": gen.rate,
         "control_hz": gen.control_hz,
         "code": code_version(),
     }
@@ -124,6 +125,26 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> float:
     return float(np.mean(1 - residual / total))
 
 
+def rotor_hours(seed: int) -> dict[str, Any]:
+    """Hours-ahead bearing temperature (``twin.model.slow``): fit on a 6 h rotor run with bearing
+    wear, forecast a second 8 h run (other seed) from hour 2 to its end."""
+    from twin.model.slow import evaluate_hours, simulate_run
+
+    started = time.perf_counter()
+    train = simulate_run(6.0, seed * 1000 + 1, WEAR_PER_HOUR)
+    test = simulate_run(8.0, seed * 1000 + 2, WEAR_PER_HOUR)
+    out = evaluate_hours(train, test, 2.0, (1.0, 3.0, 6.0), LIMIT_K)
+    out.update(
+        {"wear_per_hour": WEAR_PER_HOUR, "train_hours": 6.0, "forecast_from_h": 2.0, "test_hours": 8.0}
+    )
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+WEAR_PER_HOUR = 0.3
+LIMIT_K = 330.0
+
+
 def scene_record(metrics: dict[str, Any]) -> dict[str, Any]:
     nrmse = {m: {h: metrics["nrmse"][m][h] for h in HORIZONS} for m in MODELS if m in metrics["nrmse"]}
     return {
@@ -159,6 +180,8 @@ def print_table(name: str, record: dict[str, Any]) -> None:
     print(
         f"coverage90 {record['coverage90']}  shuffled-action ratio h10 {record['shuffled_action_ratio_h10']}"
     )
+    if "hours_ahead" in record:
+        print("hours ahead (bearing temperature, K):", json.dumps(record["hours_ahead"]))
     print("targets:", record["targets"])
 
 
@@ -258,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
         record["reused"] = reused
         if name == "arm-camera":
             record["camera_probe_r2_h10"] = round(camera_probe_r2(path), 4)
+        if name == "rotor" and not args.quick:
+            record["hours_ahead"] = rotor_hours(args.seed)
         record["targets"] = targets(record)
         print_table(name, record)
         scenes[name] = record
