@@ -7,7 +7,7 @@ cart-poles publishing their state at 30 Hz, ``twin ui``, and Debian's chromium d
 Selenium. The baseline, measured in the same browser in the same run, is the first paint of a
 bare Streamlit page (one ``st.write``) served the same way.
 
-    python bench/ui.py [--minutes 1.5] [--hours 24]
+    python bench/ui.py [--minutes 0.5] [--hours 24] [--assets 10]
 
 * ``first_paint_asset_s``: navigation to ``/asset?asset=cartpole-0`` until the observed trace
   is drawn (target < 3 s); ``first_paint_history_s``: ``/history`` (the whole day selected)
@@ -227,7 +227,7 @@ def live_rate(driver, seconds: float) -> float:
 # --- the run ---------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=1.0, help="memory run at 10 assets x 30 Hz")
+    parser.add_argument("--minutes", type=float, default=0.5, help="memory run at 10 assets x 30 Hz")
     parser.add_argument("--hours", type=float, default=24.0, help="history of cartpole-0 in the store")
     parser.add_argument("--assets", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="first paints per page (median kept)")
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         time.sleep(2)
         update_hz = live_rate(driver, 10.0)
 
-        warmup_s, duration_s = 20.0, args.minutes * 60
+        warmup_s, duration_s = 10.0, args.minutes * 60
         time.sleep(warmup_s)
         samples = [(0.0, rss_mb(ui.pid))]
         t0 = time.monotonic()

@@ -225,14 +225,18 @@ def compare_figure(
     sensors: Sequence[str],
     units: Sequence[str],
     columns: Sequence[int],
+    origins_ns: Sequence[int | None] = (),
+    x_title: str = "time since the start of each run (s)",
 ) -> go.Figure:
-    """Several runs on one synchronised timeline (seconds since each run's first sample)."""
+    """Several runs on one synchronised timeline: seconds since each run's origin (its entry in
+    ``origins_ns``, e.g. its fault; else its first sample)."""
     fig = make_subplots(rows=max(1, len(columns)), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     for k, (label, t_ns, values) in enumerate(runs):
         if not len(t_ns):
             continue
-        x = (t_ns - t_ns[0]) / 1e9
+        origin = origins_ns[k] if k < len(origins_ns) and origins_ns[k] is not None else t_ns[0]
+        x = (t_ns - origin) / 1e9
         for row, s in enumerate(columns, start=1):
             fig.add_trace(
                 go.Scatter(
@@ -249,7 +253,7 @@ def compare_figure(
             )
     for row, s in enumerate(columns, start=1):
         fig.update_yaxes(title_text=unit_label(sensors[s], units[s]), row=row, col=1)
-    fig.update_xaxes(title_text="time since the start of each run (s)", row=max(1, len(columns)), col=1)
+    fig.update_xaxes(title_text=x_title, row=max(1, len(columns)), col=1)
     fig.update_layout(
         height=max(260, 190 * len(columns) + 80),
         margin={"l": 60, "r": 20, "t": 30, "b": 40},

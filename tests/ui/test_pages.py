@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from conftest import ASSET, MODEL
@@ -40,6 +42,13 @@ def axis_titles(chart: dict) -> list[str]:
     return [
         v["title"]["text"] for k, v in layout.items() if "axis" in k and isinstance(v, dict) and "title" in v
     ]
+
+
+def numbers(encoded) -> np.ndarray:
+    """A plotly array from the figure JSON: a list, or a typed array ``{"dtype", "bdata"}``."""
+    if isinstance(encoded, dict):
+        return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"])
+    return np.asarray(encoded, dtype=float)
 
 
 def texts(at: AppTest) -> str:
@@ -127,6 +136,20 @@ def test_history_replays_predictions_against_observations_with_horizon_errors(ui
     compare = charts(at)[-1]
     assert len({t["name"] for t in compare["data"]}) == 2
     assert "time since the start of each run (s)" in axis_titles(compare)
+
+
+def test_history_compares_two_runs_synchronised_at_their_first_fault(ui_env):
+    at = app("pages/history.py")
+    labels = at.selectbox(key="compare-a").options
+    at.selectbox(key="compare-a").set_value(next(o for o in labels if " cartpole-0 " in o))
+    at.selectbox(key="compare-b").set_value(next(o for o in labels if " cartpole-1 " in o))
+    at.radio(key="compare-align").set_value("first fault").run()
+    assert not at.exception, at.exception
+    compare = charts(at)[-1]
+    assert "time since each run's first fault (s)" in axis_titles(compare)
+    x = numbers(next(t for t in compare["data"] if t["name"].startswith("A:"))["x"])
+    assert x.min() < 0 < x.max()  # the fault (1 s in) is at 0, the start before it
+    assert "No fault in B:" in texts(at)  # cartpole-1 had none: aligned at its start
 
 
 def test_history_travels_to_an_event(ui_env):

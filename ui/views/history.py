@@ -15,6 +15,8 @@ from ui.timefmt import format_local
 from ui.views.common import store_error, store_tables, time_axis
 
 EVENT_SPAN_S = 15.0
+ALIGN = {"start": "", "first fault": "fault", "first anomaly": "anomaly"}
+"""How two compared runs are synchronised: at their starts, or at their first fault/anomaly."""
 
 
 def episode_label(row: pd.Series) -> str:
@@ -172,14 +174,33 @@ def compare(url: str, episodes: pd.DataFrame) -> None:
         return
     stream = st.selectbox("Stream to compare", vectors, key="compare-stream")
     sensors, units, _ = queries.stream_schema(url, str(first["asset"]), stream)
-    runs = []
+    align = st.radio("Align the runs at", list(ALIGN), horizontal=True, key="compare-align")
+    runs, origins = [], []
     for label, row in (("A", first), ("B", second)):
         t, v = queries.observed(url, int(row["id"]), stream)
         if v.ndim == 2 and v.shape[1] == len(sensors):
             runs.append((f"{label}: #{row['id']} {row['asset']}", t, v))
-    st.plotly_chart(
-        compare_figure(runs, sensors, units, list(range(min(4, len(sensors))))), key="compare-chart"
+            origins.append(first_event(url, row, ALIGN[align]))
+    missing = [run[0] for run, origin in zip(runs, origins, strict=True) if ALIGN[align] and origin is None]
+    if missing:
+        st.caption(f"No {ALIGN[align]} in {', '.join(missing)}: aligned at its start instead.")
+    x_title = (
+        "time since the start of each run (s)" if not ALIGN[align] else f"time since each run's {align} (s)"
     )
+    st.plotly_chart(
+        compare_figure(runs, sensors, units, list(range(min(4, len(sensors)))), origins, x_title),
+        key="compare-chart",
+    )
+
+
+def first_event(url: str, episode: pd.Series, category: str) -> int | None:
+    """Time of the episode's first event of ``category`` ("": none wanted)."""
+    if not category:
+        return None
+    start = int(episode["started_t_ns"])
+    end = int(episode["ended_t_ns"]) if pd.notna(episode["ended_t_ns"]) else 2**62
+    events = queries.event_table(url, str(episode["asset"]), (category,), start, end)
+    return None if events.empty else int(events["t_ns"].min())
 
 
 def render() -> None:
