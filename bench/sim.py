@@ -21,6 +21,9 @@ The bus runs in its own process (as ``twin bus`` does), so this process holds on
    Other scenes are compared with ``bare`` only. Each repeat runs the raw loops, the sim, the
    raw loops again (same step count); a ratio is the sim over the mean of its two raws and the
    reported ratio is the median over repeats (the machine is shared: medians tame noise).
+   The ``*_cpu_time`` ratios divide steps by process CPU seconds instead of wall seconds (all
+   threads: the sim's ZeroMQ I/O thread counts): time spent waiting for a CPU taken by other
+   work drops out, so they vary less with the machine's load.
 2. Real time: 100 cartpoles in one process (worlds of 16, 240 Hz physics, control and
    ``state`` at 60 Hz, no camera) for 20 s of wall time on the normal scheduler (the default
    of ``twin sim --realtime``: short scheduler slice, :mod:`sim.sched`) and for 8 s with
@@ -73,9 +76,9 @@ def _serve_bus(conn: Connection) -> None:
         conn.recv()
 
 
-def raw_steps_per_s(config: SimConfig, steps: int, loop: str) -> float:
+def raw_steps_per_s(config: SimConfig, steps: int, loop: str) -> tuple[float, float]:
     """A raw PyBullet loop over the scene's first world: ``bare``, ``actuated`` or ``force_read``
-    (see the module docstring)."""
+    (see the module docstring). (steps per wall second, steps per process CPU second)."""
     worlds, scenes = build_scenes(config)
     cid, step = worlds[0].client_id, pybullet.stepSimulation
     try:
@@ -83,20 +86,20 @@ def raw_steps_per_s(config: SimConfig, steps: int, loop: str) -> float:
             for scene in scenes:
                 scene.set_action(np.full(len(scene.actuator_specs), 1e-3))
         if loop != "force_read":
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 step(physicsClientId=cid)
-            return steps / (time.perf_counter() - start)
+            return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu)
         body = scenes[0].body  # cartpole: joint 0 the rail, 1 the hinge
         motor, read, torque = pybullet.setJointMotorControl2, pybullet.getJointStates, pybullet.TORQUE_CONTROL
         forces = [math.sin(2 * math.pi * k / 480) for k in range(480)]  # 1 N, 2 s period
         joints = (0, 1)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for k in range(steps):
             motor(body, 0, torque, force=forces[k % 480], physicsClientId=cid)
             step(physicsClientId=cid)
             read(body, joints, physicsClientId=cid)
-        return steps / (time.perf_counter() - start)
+        return steps / (time.perf_counter() - start), steps / (time.process_time() - cpu)
     finally:
         for w in worlds:
             w.close()
@@ -122,21 +125,34 @@ def sim_run(config: SimConfig, publisher: Publisher, clock=None, stop_after_s: f
 
 def fast_ratios(
     config: SimConfig, publisher: Publisher, repeats: int, loops: tuple[str, ...]
-) -> dict[str, tuple[float, float, float]]:
-    """Per raw loop: (median raw steps/s, median sim steps/s, median per-repeat sim/raw)."""
+) -> dict[str, tuple[float, float, float, float]]:
+    """Per raw loop: (median raw steps/s, median sim steps/s, median per-repeat sim/raw, the
+    same ratio from steps per process CPU second)."""
     steps = round(config.duration_s * config.rate_hz)
     raws: dict[str, list[float]] = {loop: [] for loop in loops}
     ratios: dict[str, list[float]] = {loop: [] for loop in loops}
+    cpu_ratios: dict[str, list[float]] = {loop: [] for loop in loops}
     sims = []
     for _ in range(repeats):
         before = {loop: raw_steps_per_s(config, steps, loop) for loop in loops}
-        sims.append(sim_run(config, publisher).steps_per_s)
+        stats = sim_run(config, publisher)
+        sims.append(stats.steps_per_s)
+        sim_cpu = stats.ticks / stats.cpu_s
         for loop in loops:
-            raw = (before[loop] + raw_steps_per_s(config, steps, loop)) / 2
-            raws[loop].append(raw)
-            ratios[loop].append(sims[-1] / raw)
+            after = raw_steps_per_s(config, steps, loop)
+            raws[loop].append((before[loop][0] + after[0]) / 2)
+            ratios[loop].append(sims[-1] / raws[loop][-1])
+            cpu_ratios[loop].append(sim_cpu / ((before[loop][1] + after[1]) / 2))
     sim = statistics.median(sims)
-    return {loop: (statistics.median(raws[loop]), sim, statistics.median(ratios[loop])) for loop in loops}
+    return {
+        loop: (
+            statistics.median(raws[loop]),
+            sim,
+            statistics.median(ratios[loop]),
+            statistics.median(cpu_ratios[loop]),
+        )
+        for loop in loops
+    }
 
 
 def realtime_run(bus_config: BusConfig, rt_priority: int) -> dict:
@@ -151,10 +167,8 @@ def realtime_run(bus_config: BusConfig, rt_priority: int) -> dict:
     )
     clock = RealtimeClock(config.rate_hz)
     load_before = os.getloadavg()[0]
-    cpu_before = time.process_time()
     with Publisher(bus_config, f"bench-rt{rt_priority}") as publisher:
         stats = sim_run(config, publisher, clock, REALTIME_SECONDS[rt_priority])
-    cpu_s = time.process_time() - cpu_before
     kept_up = clock.resyncs == 0 and stats.sim_time_s >= 0.98 * stats.wall_s
     return {
         "rt_priority": rt_priority,
@@ -165,7 +179,7 @@ def realtime_run(bus_config: BusConfig, rt_priority: int) -> dict:
         "p99_jitter_ms": round(stats.jitter_p99_ms, 3),
         "max_jitter_ms": round(stats.jitter_max_ms, 3),
         "tick_work_ms_p50_p99_max": [round(v, 3) for v in clock.work_ms()],
-        "process_cpu_fraction": round(cpu_s / max(stats.wall_s, 1e-9), 3),
+        "process_cpu_fraction": round(stats.cpu_s / max(stats.wall_s, 1e-9), 3),
         "published": stats.published,
         "dropped": stats.dropped,
         "load_avg_1min_before": round(load_before, 2),
@@ -197,7 +211,7 @@ def main() -> dict:
         bus_config = parent.recv()
         with Publisher(bus_config, "bench-sim") as pub:
             cart = fast_ratios(cartpole, pub, REPEATS, ("force_read", "actuated", "bare"))
-            rows = [(name, *fast_ratios(c, pub, n, ("bare",))["bare"]) for name, c, n in others]
+            rows = [(name, *fast_ratios(c, pub, n, ("bare",))["bare"][:3]) for name, c, n in others]
         realtime = [realtime_run(bus_config, 0), realtime_run(bus_config, RT_PRIORITY)]
     finally:
         parent.send("stop")
@@ -205,13 +219,17 @@ def main() -> dict:
 
     print(f"{'scene':<34}{'raw steps/s':>14}{'sim steps/s':>14}{'ratio':>8}")
     table = [
-        ("cartpole vs raw (force+read)", *cart["force_read"]),
-        ("cartpole vs actuated bare step", *cart["actuated"]),
-        ("cartpole vs bare step", *cart["bare"]),
+        ("cartpole vs raw (force+read)", *cart["force_read"][:3]),
+        ("cartpole vs actuated bare step", *cart["actuated"][:3]),
+        ("cartpole vs bare step", *cart["bare"][:3]),
         *[(f"{name} vs bare step", raw, sim, ratio) for name, raw, sim, ratio in rows],
     ]
     for name, raw, sim, ratio in table:
         print(f"{name:<34}{raw:>14,.0f}{sim:>14,.0f}{ratio:>8.2f}")
+    print(
+        "cartpole ratios from CPU time (load-robust): "
+        + ", ".join(f"vs {loop} {cart[loop][3]:.2f}" for loop in ("force_read", "actuated", "bare"))
+    )
     print(f"\nreal time: {REALTIME_ASSETS} cartpoles in one process, 240 Hz physics, 60 Hz control+state")
     header = ("kept up", "p50 ms", "p99 ms", "max ms")
     print(f"{'scheduler':<22}" + "".join(f"{h:>8}" for h in header) + f"{'work p50/p99 ms':>18}{'load':>6}")
@@ -228,6 +246,9 @@ def main() -> dict:
         "fast_target_met": cart["force_read"][2] >= FAST_TARGET,
         "fast_ratio_vs_actuated_bare": round(cart["actuated"][2], 3),
         "fast_ratio_vs_bare": round(cart["bare"][2], 3),
+        "fast_ratio_vs_raw_cpu_time": round(cart["force_read"][3], 3),
+        "fast_ratio_vs_actuated_bare_cpu_time": round(cart["actuated"][3], 3),
+        "fast_ratio_vs_bare_cpu_time": round(cart["bare"][3], 3),
         "raw_force_read_steps_per_s": round(cart["force_read"][0]),
         "actuated_bare_steps_per_s": round(cart["actuated"][0]),
         "fast_ratio_vs_bare_by_scene": {

@@ -138,6 +138,9 @@ class RunStats:
     ticks: int = 0
     sim_time_s: float = 0.0
     wall_s: float = 0.0
+    cpu_s: float = 0.0
+    """Process CPU seconds (all threads) during the loop: what the run cost on a machine
+    shared with other work, where ``wall_s`` also counts time spent waiting for a CPU."""
     published: int = 0
     dropped: int = 0
     actions: int = 0
@@ -454,9 +457,9 @@ class SimRunner:
         try:
             with hints:
                 self.clock.start()
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 tick = self._loop_paced(stop, end_tick) if paced else self._loop_fast(stop, end_tick)
-                wall_s = time.perf_counter() - started
+                wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         finally:
             if previous_policy is not None:
                 restore_priority(previous_policy)
@@ -469,7 +472,7 @@ class SimRunner:
                 self.publish_events(scene, scene.pop_events())
         self.end_episodes(tick)
         stats = self.stats
-        stats.wall_s = wall_s
+        stats.wall_s, stats.cpu_s = wall_s, cpu_s
         stats.ticks = tick
         stats.sim_time_s = tick / cfg.rate_hz
         publishers = [self.publisher]
