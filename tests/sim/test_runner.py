@@ -93,6 +93,7 @@ def test_fast_loop_equals_the_tick_by_tick_loop(scene, ticks):
     # asset k publishes once k + 8 j ticks have been stepped (staggered), j >= 0 (k = 0: j >= 1)
     assert len(obs) == sum(len(range(k or 8, ticks + 1, 8)) for k in range(3))
     assert fast_stats.ticks == ticks and fast_stats.streams[f"obs.{scene}-0.state"] == 90
+    assert fast_stats.cpu_s > 0  # process CPU time of the loop, beside its wall time
 
 
 def test_scalar_controller_gives_the_generic_controllers_actions():
