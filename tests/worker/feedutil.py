@@ -60,6 +60,8 @@ class Feed:
         self.t0_ns = time.time_ns() - 300 * 10**9 if t0_ns is None else t0_ns
         self.tamper: dict[str, Tamper] = {}
         self.unannounced: set[str] = set()
+        self.after_step: Callable[[int], None] | None = None
+        """Called in the feeding thread after each step's frames (e.g. to publish an event)."""
         """Assets whose schema :meth:`announce` keeps to itself."""
         self.phase = {asset: 0.37 * i for i, asset in enumerate(schemas)}
         self.step = 0
@@ -94,6 +96,8 @@ class Feed:
             if frame is not None:
                 assert self.publisher.publish(frame), "the bus dropped a test frame"
                 self.sent.append(frame)
+        if self.after_step is not None:
+            self.after_step(self.step)
         self.step += 1
 
     def run(self, steps: int, rate_hz: float = 120.0, stop: threading.Event | None = None) -> None:

@@ -1,4 +1,4 @@
-"""sim -> bus -> worker -> SQL, as real processes over real sockets.
+"""sim -> bus -> worker -> SQL, as real processes over real sockets, on SQLite and PostgreSQL.
 
 Predictions arrive on the bus, are stored, and the errors stored beside them match what the
 sim actually published at the target times.
@@ -29,8 +29,10 @@ def _collect(bus_config, topics, out, done):
                 out.append(message)
 
 
-def test_predictions_arrive_and_stored_errors_match_observed_futures(bus_config, tiny_model, tmp_path):
-    db = f"sqlite:///{tmp_path / 'twin.sqlite'}"
+def test_predictions_arrive_and_stored_errors_match_observed_futures(
+    bus_config, tiny_model, tmp_path, worker_db
+):
+    db = worker_db  # a SQLite file, and a PostgreSQL schema under the services marker
     seen: list = []
     listening = threading.Event()
     listener = threading.Thread(target=_collect, args=(bus_config, ("obs.", "pred."), seen, listening))
@@ -79,7 +81,7 @@ def test_predictions_arrive_and_stored_errors_match_observed_futures(bus_config,
     assert first.mean.shape == (4, 4) and np.all(first.lower <= first.upper)
     assert np.allclose(first.horizons_s, np.array([1, 5, 10, 30]) / 30.0)
 
-    engine = sa.create_engine(db)
+    engine = sa.create_engine(db, poolclass=sa.NullPool)
     with engine.connect() as connection:
         stored = connection.execute(sa.select(PredictionRow)).all()
         errors = connection.execute(sa.select(PredictionErrorRow)).all()
