@@ -7,6 +7,7 @@ asset itself is still servable (a bad frame, not a bad stream), it goes on being
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -128,13 +129,17 @@ def bad_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 assert pub.wait_subscribed("obs.good.", 10)
                 feed.run(STEPS, rate_hz=60)
                 heard.wait_for(
-                    lambda: (
-                        {e.asset for e in heard.events() if e.category == "error"} >= set(CASES)
-                        and any(p.origin_t_ns >= feed.t_ns(STEPS - 10) for p in heard.predictions("good"))
-                    ),
+                    lambda: any(p.origin_t_ns >= feed.t_ns(STEPS - 10) for p in heard.predictions("good")),
                     timeout_s=30,
-                    what="an error event from every bad asset and the good asset's last predictions",
+                    what="the good asset's last predictions",
                 )
+                # bounded; when some never come, each test names its own missing reason
+                with contextlib.suppress(AssertionError):
+                    heard.wait_for(
+                        lambda: {e.asset for e in heard.events() if e.category == "error"} >= set(CASES),
+                        timeout_s=10,
+                        what="an error event from every bad asset",
+                    )
         finally:
             out, err = stop(worker)
         assert worker.returncode == 0, err[-3000:]
