@@ -128,7 +128,10 @@ def shoot(driver, name: str, ready=None) -> None:
     time.sleep(1.0)  # let plotly finish its transitions
     if ready is not None:  # a live chart being redrawn is blank for a moment: catch it drawn
         wait(ready, 30, f"{name} drawn")
-    for folder in (ROOT / "artifacts" / "ui", ROOT / "docs" / "img"):
+    folders = [ROOT / "artifacts" / "ui"]
+    if os.environ.get("JUMEAU_E2E_DOCS"):  # the docs run replaces docs/img; CI runs leave it alone
+        folders.append(ROOT / "docs" / "img")
+    for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(folder / f"{name}.png"))
 
