@@ -119,3 +119,19 @@ def test_state_survives_json_and_an_old_version_recalibrates():
     assert [v.score for v in a] == pytest.approx([v.score for v in b])
     old = {"steps": 400, "calib": [], "centre": [0.0] * 4}
     assert not Detector.from_json(detector.config, SENSORS, old).armed
+
+
+def test_replay_raises_one_anomaly_per_episode_of_alarms_and_auroc_ranks():
+    from twin.worker.evaluation import auroc
+    from twin.worker.replay import Evidence, replay_detector
+
+    config = DetectorConfig(calibration_steps=300, clear_steps=10)
+    residual, latent, observed = _episode(6, 400)
+    residual[350:360, 0] += 1.0  # one burst after calibration: one anomaly event, then it clears
+    evidence = Evidence(residual[None], latent[None], observed[None])
+    found = replay_detector(evidence, config, SENSORS)
+    assert found.onset[0, 350:352].any()
+    assert found.onset.sum() == 1
+    assert found.alarm[0, 350:360].all()
+    assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert auroc(np.array([1.0]), np.array([1.0])) == 0.5

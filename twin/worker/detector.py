@@ -107,6 +107,16 @@ def long_run_variance(units: np.ndarray, lags: int = 30) -> np.ndarray:
     return np.maximum(out, gamma0 * (1 + rho) / (1 - rho))  # at least an AR(1)'s
 
 
+def wrap(change: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Changes of wrapped residuals brought into (-period/2, period/2]: a prediction error of an
+    angle that crosses +-pi flips sign without anything happening."""
+    finite = np.isfinite(periods)
+    if not finite.any():
+        return change
+    p = np.where(finite, periods, 1.0)
+    return np.where(finite, change - p * np.round(change / p), change)
+
+
 def stuck_runs(observed: np.ndarray) -> np.ndarray:
     """Longest run of consecutive identical readings per column of (N, S)."""
     same = np.vstack([np.zeros((1, observed.shape[1]), bool), observed[1:] == observed[:-1]])
@@ -136,6 +146,9 @@ class Detector:
         self.jump_threshold = np.ones(n)
         """Per sensor: a model's residual may jump often on one sensor (an angle's wrap)."""
         self.last_residual: np.ndarray | None = None
+        self.last_step: int | None = None
+        self.periods = np.full(n, np.inf)
+        """Per sensor, the period of its residual (an angle's wrap); from the evidence."""
         self.ewma_limit = np.ones((2, n))
         self.stuck_limit = np.zeros(n, dtype=int)
         """Consecutive identical readings that are an alarm (0: not checked for that sensor)."""
@@ -179,7 +192,7 @@ class Detector:
         )
         self.cusum_k = float(np.quantile(c, cfg.cusum_k_quantile))
         both = keep[1:] & keep[:-1]
-        jumps = np.diff(evidence[:, :s], axis=0)[both]
+        jumps = wrap(np.diff(evidence[:, :s], axis=0), self.periods)[both]
         _, self.jump_scale = robust_scale(jumps)
         rate = cfg.false_alarm_rate / s
         self.jump_threshold = np.array(
@@ -212,8 +225,16 @@ class Detector:
         cfg = self.config
         self.steps += 1
         evidence = np.append(surprise.residual, surprise.latent)
+        if surprise.periods is not None:
+            self.periods = np.asarray(surprise.periods, dtype=np.float64)
         if not np.isfinite(evidence).all():
             return Verdict(0.0, False, reason="non-finite evidence")
+        if surprise.step is not None:
+            gap = self.last_step is not None and surprise.step - self.last_step != 1
+            self.last_step = surprise.step
+            if gap:  # a prediction several steps old: not one-step evidence, skip it
+                self.last_residual, self.last_obs = None, None
+                return Verdict(0.0, False, reason="skipped steps")
         observed = surprise.observed
         s = len(self.sensors)
         if observed is not None:
@@ -237,7 +258,8 @@ class Detector:
         residual = evidence[:s]
         jumps = np.zeros(s)
         if self.last_residual is not None:
-            jumps = np.abs((residual - self.last_residual) / self.jump_scale) / self.jump_threshold
+            change = wrap(residual - self.last_residual, self.periods)
+            jumps = np.abs(change / self.jump_scale) / self.jump_threshold
         self.last_residual = residual
         self.cusum = max(0.0, self.cusum + c - self.cusum_k)
         for j, lam in enumerate(self.lambdas):
@@ -289,6 +311,7 @@ class Detector:
             "run": self.run.tolist(),
             "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
+            "last_step": self.last_step,
         }
         if self.armed:
             assert self.scale is not None and self.centre is not None
@@ -324,6 +347,7 @@ class Detector:
         detector.run = np.asarray(data.get("run", detector.run), dtype=int)
         if data.get("last_obs") is not None:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
+        detector.last_step = data.get("last_step")
         if data.get("last_residual") is not None:
             detector.last_residual = np.asarray(data["last_residual"], dtype=f64)
         if "centre" in data:

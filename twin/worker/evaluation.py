@@ -69,8 +69,15 @@ class Episodes:
     actions: np.ndarray
 
 
-def simulate(seeds: list[int], steps: int, faults: list[dict[str, Any] | None], fault_s: float) -> Episodes:
-    """One cartpole episode per seed (and fault spec, or None), ``steps`` readings at 30 Hz."""
+def simulate(
+    seeds: list[int],
+    steps: int,
+    faults: list[dict[str, Any] | None],
+    fault_s: float,
+    control_hz: float = CONTROL_HZ,
+) -> Episodes:
+    """One cartpole episode per seed (and fault spec, or None), ``steps`` readings at 30 Hz, the
+    controller run at ``control_hz`` (a multiple of 30 Hz; ``twin sim`` runs it at 60 Hz)."""
     from sim.faults import fault_from_dict
     from sim.registry import make_scene
     from sim.scene import SceneConfig
@@ -78,7 +85,7 @@ def simulate(seeds: list[int], steps: int, faults: list[dict[str, Any] | None], 
     scene = make_scene("cartpole", SceneConfig(seed=0, controller="default"))
     try:
         ticks = round(scene.schema().rate_hz / CONTROL_HZ)
-        half = ticks // 2  # control at 60 Hz, as twin sim does by default
+        every = round(scene.schema().rate_hz / control_hz)
         observed = np.empty((len(seeds), steps, len(scene.schema().sensors)))
         actions = np.empty((len(seeds), steps, len(scene.schema().actuators)))
         for i, (seed, spec) in enumerate(zip(seeds, faults, strict=True)):
@@ -88,8 +95,8 @@ def simulate(seeds: list[int], steps: int, faults: list[dict[str, Any] | None], 
             for t in range(steps):
                 observed[i, t] = scene.observe()
                 for k in range(ticks):
-                    if k % half == 0:
-                        scene.act(half / scene.schema().rate_hz)
+                    if k % every == 0:
+                        scene.act(every / scene.schema().rate_hz)
                     scene.world.step()
                 actions[i, t] = scene.action
             scene.pop_events()

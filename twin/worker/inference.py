@@ -50,6 +50,8 @@ class ModelAdapter:
         self.control_hz = float(model.control_hz)
         self.sensors = tuple(model.sensors)
         self.std = np.asarray(model.features.std, dtype=np.float64)
+        self.periods = np.where(np.asarray(model.features.periodic, bool), 2 * np.pi / self.std, np.inf)
+        """Per sensor, the period of a wrapped (angle) residual in training stds (inf: none)."""
         self.level = float(model.bands.level)
         features = model.features
         self._mid = (features.action_high + features.action_low) / 2

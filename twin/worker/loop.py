@@ -386,7 +386,9 @@ class TwinWorker:
                         forecast.z[i],
                         asset.predicted_z,
                     )
-                    verdict = asset.detector.update(Surprise(residual, float(latent), observed.copy()))
+                    verdict = asset.detector.update(
+                        Surprise(residual, float(latent), observed.copy(), asset.step, model.periods)
+                    )
                 asset.z = forecast.z[i]
                 asset.action = forecast.actions[i]
                 asset.predicted_z = forecast.latents[i, 0]

@@ -66,8 +66,14 @@ def replay_evidence(model: ModelAdapter, observed: np.ndarray, held: np.ndarray 
     return Evidence(residual, latent, observed)
 
 
-def replay_detector(evidence: Evidence, config: DetectorConfig, sensors: tuple[str, ...]) -> Detection:
-    """Feed each episode's evidence to a fresh detector (one per episode: per-asset calibration)."""
+def replay_detector(
+    evidence: Evidence,
+    config: DetectorConfig,
+    sensors: tuple[str, ...],
+    periods: np.ndarray | None = None,
+) -> Detection:
+    """Feed each episode's evidence to a fresh detector (one per episode: per-asset calibration).
+    ``periods``: the model's residual periods (:attr:`ModelAdapter.periods`), as the loop passes."""
     b, steps, _ = evidence.residual.shape
     score = np.zeros((b, steps))
     ratios = np.zeros((b, steps, len(STATISTICS)))
@@ -79,9 +85,12 @@ def replay_detector(evidence: Evidence, config: DetectorConfig, sensors: tuple[s
         for t in range(steps):
             if not np.isfinite(evidence.latent[i, t]):
                 continue
-            surprise = Surprise(
-                evidence.residual[i, t], float(evidence.latent[i, t]), evidence.observed[i, t]
+            residual, latent, observed = (
+                evidence.residual[i, t],
+                float(evidence.latent[i, t]),
+                evidence.observed[i, t],
             )
+            surprise = Surprise(residual, latent, observed, periods=periods)
             verdict = detector.update(surprise)
             if not detector.armed or not verdict.ratios:
                 continue

@@ -30,6 +30,12 @@ class Surprise:
     residual: np.ndarray
     latent: float
     observed: np.ndarray | None = None
+    step: int | None = None
+    """The asset's control-step count at this observation: when the worker fell behind and
+    several steps passed since the prediction, the evidence is not a one-step residual."""
+    periods: np.ndarray | None = None
+    """(S,) period of each residual in its units (an angle's 2 pi / std; inf: not periodic): a
+    wrapped residual that crosses +-pi is not a jump."""
 
 
 def step_evidence(

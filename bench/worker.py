@@ -1,0 +1,492 @@
+"""Twin worker benchmark: latency, ingestion, restart and detection quality, side by side in one run.
+
+Live part (real processes: ``twin bus``, ``twin sim``, ``twin worker``, SQLite store):
+
+* ``e2e_p99_ms``: 10 cartpoles at 30 Hz in real time; for every prediction received on the bus,
+  its arrival (wall clock) minus the time stamp of the observation it used (the sim stamps an
+  observation with its sim time, start wall clock + ticks / rate, i.e. when it leaves the sim;
+  the sim's own lateness is included);
+* ``restart_s``: the worker is killed (SIGKILL) while the sim keeps running and started again;
+  time from the new process's start to its first prediction on the bus (seen from outside);
+  the new worker's ``worker_ready`` line is recorded too;
+* ``ingest_obs_per_s``: ``--ingest-assets`` cartpoles at 30 Hz in real time (offered load); the
+  observations the worker ingested per second, with the rows it stored (predictions and their
+  errors) counted in the database afterwards.
+
+Detection part (offline, :mod:`twin.worker.evaluation` and :mod:`twin.worker.replay`: the
+worker's own evidence and detector code on simulated episodes of the fault library, each with a
+nominal twin; long nominal runs for false alarms). Ablation variants of the detector, the
+rolling z-score and the supervised sensor-space MLP residual are scored on the same episodes.
+
+    python bench/worker.py [--model cartpole] [--seeds 8] [--fa-hours 1] [--skip-live]
+
+Needs a trained cartpole model (``twin train --scene cartpole``; neural baselines on, the default).
+Prints tables, writes docs/img/worker_detection.png, ends with ONE JSON line (also written to
+bench/results/worker.json; per-fault tables and the ablation in worker_details.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as ``python bench/worker.py``, this file's folder comes first on sys.path, and its sim.py
+# would shadow the ``sim`` package; drop that folder (as bench/sim.py does).
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import numpy as np  # noqa: E402
+
+from bridge import BusConfig, Prediction, Subscriber  # noqa: E402
+from twin.worker.config import DetectorConfig  # noqa: E402
+from twin.worker.evaluation import (  # noqa: E402
+    CARTPOLE_FAULTS,
+    CONTROL_HZ,
+    auroc,
+    first_onsets,
+    mlp_scores,
+    simulate,
+    window_max,
+    zscore_scores,
+)
+from twin.worker.inference import ModelAdapter  # noqa: E402
+from twin.worker.replay import replay_detector, replay_evidence  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "worker.json"
+DETAILS = ROOT / "bench" / "results" / "worker_details.json"
+FIGURE = ROOT / "docs" / "img" / "worker_detection.png"
+FAULT_S = 12.0
+WINDOW_S = 5.0
+
+VARIANTS: dict[str, DetectorConfig] = {
+    "latent only": DetectorConfig(statistics=("instant",), sensor_weight=0.0, latent_weight=1.0),
+    "sensor residual": DetectorConfig(statistics=("instant", "peak"), latent_weight=0.0),
+    "sensor + latent": DetectorConfig(statistics=("instant", "peak")),
+    "+ jump": DetectorConfig(statistics=("instant", "peak", "jump")),
+    "+ CUSUM": DetectorConfig(statistics=("instant", "peak", "jump", "cusum")),
+    "+ EWMA": DetectorConfig(statistics=("instant", "peak", "jump", "cusum", "ewma")),
+    "twin (full: + stuck)": DetectorConfig(),
+}
+"""Ablations, each a :class:`DetectorConfig` the worker could run; the last is the default."""
+
+
+# --- live processes ------------------------------------------------------------------------------
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "twin.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def _json_line(proc: subprocess.Popen[str], event: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("event") == event:
+            return data
+    raise RuntimeError(f"no {event} line from {proc.args} (rc={proc.poll()})")
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+class PredictionClock:
+    """Receives predictions in a thread: (arrival - origin) latency, and first arrival times."""
+
+    def __init__(self, bus: BusConfig) -> None:
+        self.bus = bus
+        self.latencies: list[tuple[float, float]] = []
+        self.arrivals: list[float] = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with Subscriber(self.bus, ("pred.",), name="bench-pred") as sub:
+            self.ready.set()
+            while not self.stop.is_set():
+                message = sub.recv(timeout_s=0.1)
+                if isinstance(message, Prediction):
+                    now = time.time_ns()
+                    self.latencies.append((time.monotonic(), (now - message.origin_t_ns) / 1e6))
+                    self.arrivals.append(time.monotonic())
+
+    def __enter__(self) -> PredictionClock:
+        self.thread.start()
+        self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def _sim_args(assets: int, seconds: float, seed: int) -> list[str]:
+    return [
+        "sim",
+        "--scene",
+        "cartpole",
+        "--assets",
+        str(assets),
+        "--realtime",
+        "--state-hz",
+        "30",
+        "--camera-hz",
+        "0",
+        "--duration",
+        str(seconds),
+        "--seed",
+        str(seed),
+    ]
+
+
+def live(model: str, assets: int, e2e_s: float, ingest_assets: int, ingest_s: float) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as home:
+        env = {**os.environ, "JUMEAU_HOME": home, "PYTHONUNBUFFERED": "1"}
+        for key in ("JUMEAU_BUS_PUB", "JUMEAU_BUS_SUB", "JUMEAU_BUS_CONTROL"):
+            env[key] = {"JUMEAU_BUS_PUB": "tcp://127.0.0.1:0", "JUMEAU_BUS_SUB": "tcp://127.0.0.1:0"}.get(
+                key, "tcp://127.0.0.1:0"
+            )
+        bus = _spawn(["bus"], env)
+        try:
+            ready = _json_line(bus, "bus_ready", 30)
+            config = BusConfig(
+                pub_endpoint=ready["pub"], sub_endpoint=ready["sub"], control_endpoint=ready["control"]
+            )
+            env.update(config.env())
+            db = f"sqlite:///{home}/twin.sqlite"
+            worker_args = ["worker", "--model", model, "--db", db]
+            with PredictionClock(config) as clock:
+                # 1. latency with `assets` cartpoles, then 2. kill -9 and restart under the same load
+                worker = _spawn(worker_args, env)
+                _json_line(worker, "worker_ready")
+                warm_s = 3.0
+                sim = _spawn(_sim_args(assets, warm_s + e2e_s + 15.0, 1), env)
+                _json_line(sim, "sim_ready", 60)
+                started = time.monotonic()
+                time.sleep(warm_s + e2e_s)
+                lat = [ms for t, ms in clock.latencies if t >= started + warm_s]
+                out["e2e_predictions"] = len(lat)
+                out["e2e_p50_ms"] = round(float(np.percentile(lat, 50)), 2) if lat else None
+                out["e2e_p99_ms"] = round(float(np.percentile(lat, 99)), 2) if lat else None
+                out["e2e_max_ms"] = round(float(np.max(lat)), 2) if lat else None
+                worker.kill()
+                worker.wait()
+                killed = time.monotonic()
+                worker = _spawn(worker_args, env)
+                ready_line = _json_line(worker, "worker_ready")
+                deadline = killed + 90.0
+                while time.monotonic() < deadline and not any(t > killed for t in clock.arrivals[-50:]):
+                    time.sleep(0.005)
+                first = next((t for t in clock.arrivals if t > killed), None)
+                out["restart_s"] = round(first - killed, 3) if first else None
+                out["worker_ready_after_restart"] = ready_line
+                out["restart_process_s"] = ready_line.get("process_s")
+                try:
+                    serving = _json_line(worker, "worker_serving", 10)
+                    out["restart_first_prediction_s"] = serving.get("first_prediction_s")
+                except RuntimeError:
+                    out["restart_first_prediction_s"] = None
+                _stop(sim)
+                _stop(worker)
+            # 3. ingestion: offered load of `ingest_assets` x 30 Hz, everything stored
+            db2 = f"sqlite:///{home}/ingest.sqlite"
+            worker = _spawn(["worker", "--model", model, "--db", db2], env)
+            _json_line(worker, "worker_ready")
+            sim = _spawn(_sim_args(ingest_assets, ingest_s, 2), env)
+            sim_ready = _json_line(sim, "sim_ready", 60)
+            del sim_ready
+            sim_stats = _json_line(sim, "sim_stopped", ingest_s + 120)
+            sim.wait(30)
+            time.sleep(1.0)
+            stopped = json.loads(
+                next(line for line in _stop(worker).splitlines()[::-1] if '"worker_stopped"' in line)
+            )
+            engine = sa.create_engine(db2)
+            with engine.connect() as connection:
+                predictions = connection.execute(sa.text("select count(*) from predictions")).scalar_one()
+                errors = connection.execute(sa.text("select count(*) from prediction_errors")).scalar_one()
+            engine.dispose()
+            offered = ingest_assets * CONTROL_HZ * ingest_s
+            out.update(
+                ingest_obs_per_s=round(stopped["observations"] / max(sim_stats["wall_s"], 1e-9), 1),
+                ingest_forecast_steps_per_s=round(stopped["steps"] / max(sim_stats["wall_s"], 1e-9), 1),
+                ingest_offered_obs=int(offered),
+                ingest_worker_obs=stopped["observations"],
+                ingest_sim_wall_s=sim_stats["wall_s"],
+                ingest_predictions_stored=predictions,
+                ingest_errors_stored=errors,
+                ingest_worker_stopped=stopped,
+            )
+        finally:
+            _stop(bus)
+    return out
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 3) if np.isfinite(value) else None
+
+
+# --- detection -------------------------------------------------------------------------------------
+def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) -> dict[str, Any]:
+    cfg = VARIANTS["twin (full: + stuck)"]
+    fault_step = round(FAULT_S * CONTROL_HZ)
+    window = round(WINDOW_S * CONTROL_HZ)
+    steps = fault_step + window
+    calib = slice(cfg.warmup_steps + model.history, cfg.warmup_steps + model.history + cfg.calibration_steps)
+    seed_list = list(range(1000, 1000 + seeds))
+    cases = CARTPOLE_FAULTS
+    started = time.perf_counter()
+    episodes = simulate(
+        seed_list * (len(cases) + 1),
+        steps,
+        [None] * seeds + [c.spec for c in cases for _ in seed_list],
+        FAULT_S,
+    )
+    evidence = replay_evidence(model, episodes.observed)
+    sim_s = time.perf_counter() - started
+    nominal = slice(0, seeds)
+    scores: dict[str, np.ndarray] = {}
+    onsets: dict[str, np.ndarray] = {}
+    for name, variant in VARIANTS.items():
+        found = replay_detector(evidence, variant, model.sensors, model.periods)
+        scores[name], onsets[name] = found.score, found.onset
+    scores["zscore"] = zscore_scores(episodes.observed, calib)
+    scores["mlp"] = mlp_scores(model, episodes.observed, episodes.actions, calib)
+    table: dict[str, dict[str, float]] = {}
+    for name, score in scores.items():
+        peak = window_max(score, fault_step, steps)
+        row = {}
+        for k, case in enumerate(cases):
+            faulty = peak[seeds * (k + 1) : seeds * (k + 2)]
+            row[case.label] = auroc(faulty, peak[nominal])
+        kinds = sorted({c.kind for c in cases})
+        for kind in kinds:
+            idx = np.concatenate(
+                [np.arange(seeds * (k + 1), seeds * (k + 2)) for k, c in enumerate(cases) if c.kind == kind]
+            )
+            row[f"kind:{kind}"] = auroc(peak[idx], peak[nominal])
+        row["all"] = auroc(peak[seeds:], peak[nominal])
+        table[name] = row
+    delays: dict[str, dict[str, Any]] = {}
+    for name, onset in onsets.items():
+        pre_alarm = onset[:, calib.stop : fault_step].any(axis=1)
+        steps_to = first_onsets(onset, fault_step)[seeds:]
+        seconds = steps_to / CONTROL_HZ
+        per_case = {}
+        for k, case in enumerate(cases):
+            d = seconds[seeds * k : seeds * (k + 1)]
+            per_case[case.label] = {
+                "detected": int(np.isfinite(d).sum()),
+                "median_s": _finite(np.median(d)),
+            }
+        delays[name] = {
+            "detected": int(np.isfinite(seconds).sum()),
+            "episodes": len(seconds),
+            # over every fault episode, a miss counting as infinitely late (None: over half missed)
+            "median_delay_s": _finite(np.median(seconds)),
+            "median_delay_detected_s": _finite(np.median(seconds[np.isfinite(seconds)]))
+            if np.isfinite(seconds).any()
+            else None,
+            "pre_fault_alarms": int(pre_alarm.sum()),
+            "per_case": per_case,
+        }
+    # false alarms on long nominal runs
+    fa_steps = round(fa_hours * 3600 * CONTROL_HZ / fa_runs)
+    started = time.perf_counter()
+    long_runs = simulate(list(range(5000, 5000 + fa_runs)), fa_steps, [None] * fa_runs, 0.0)
+    long_evidence = replay_evidence(model, long_runs.observed)
+    fa: dict[str, float] = {}
+    armed_from = calib.stop
+    hours = fa_runs * (fa_steps - armed_from) / CONTROL_HZ / 3600
+    for name, variant in VARIANTS.items():
+        found = replay_detector(long_evidence, variant, model.sensors, model.periods)
+        fa[name] = round(float(found.onset[:, armed_from:].sum()) / hours, 3)
+    fa_s = time.perf_counter() - started
+    return {
+        "auroc": table,
+        "delays": delays,
+        "false_alarms_per_hour": fa,
+        "nominal_hours": round(hours, 3),
+        "episodes": len(episodes.observed),
+        "seeds": seeds,
+        "fault_s": FAULT_S,
+        "window_s": WINDOW_S,
+        "episode_s": round(sim_s, 1),
+        "false_alarm_run_s": round(fa_s, 1),
+        "cases": [c.label for c in cases],
+    }
+
+
+def figure(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = result["auroc"]
+    cases = result["cases"]
+    names = list(table)
+    fig, ax = plt.subplots(figsize=(13, 5))
+    width = 0.8 / len(names)
+    x = np.arange(len(cases) + 1)
+    for j, name in enumerate(names):
+        values = [table[name][c] for c in cases] + [table[name]["all"]]
+        ax.bar(x + j * width - 0.4 + width / 2, values, width, label=name)
+    ax.axhline(0.95, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x, [*cases, "all"], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_ylabel(f"AUROC (max score in {result['window_s']:.0f} s after the fault vs nominal twin)")
+    ax.set_title("Fault detection on the cartpole: what each part of the twin's detector contributes")
+    ax.legend(fontsize=7, ncol=5, loc="lower center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def checkpoint_path(ref: str) -> str:
+    """The checkpoint file of a path or registry reference (the live workers get a fresh home)."""
+    if Path(ref).exists():
+        return str(Path(ref).resolve())
+    from sqlalchemy.orm import Session
+
+    from twin.model.registry import find_model
+    from twin.settings import database_url
+    from twin.store import make_engine
+
+    engine = make_engine(database_url())
+    with Session(engine) as session:
+        row = find_model(session, ref)
+    engine.dispose()
+    if row is None:
+        raise LookupError(f"no model {ref!r}: train one with `twin train --scene cartpole`")
+    return str(row.path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cartpole", help="checkpoint path or registry name")
+    parser.add_argument("--assets", type=int, default=10)
+    parser.add_argument("--e2e-s", type=float, default=15.0)
+    parser.add_argument("--ingest-assets", type=int, default=70)
+    parser.add_argument("--ingest-s", type=float, default=15.0)
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--fa-hours", type=float, default=1.0)
+    parser.add_argument("--fa-runs", type=int, default=12)
+    parser.add_argument("--skip-live", action="store_true")
+    parser.add_argument("--skip-detection", action="store_true")
+    args = parser.parse_args(argv)
+    adapter = ModelAdapter.load(args.model)
+    model_path = checkpoint_path(args.model)
+    result: dict[str, Any] = {"model": adapter.name}
+    started = time.perf_counter()
+    if not args.skip_detection:
+        det = detection(adapter, args.seeds, args.fa_hours, args.fa_runs)
+        full, name = "twin (full: + stuck)", "twin"
+        print(
+            f"\nDetection: {det['episodes']} episodes ({det['seeds']} seeds x {len(det['cases'])} faults"
+            " + nominal twins), "
+            f"fault at {FAULT_S:.0f} s, window {WINDOW_S:.0f} s; "
+            f"false alarms over {det['nominal_hours']} nominal hours"
+        )
+        header = (
+            f"{'detector':<22}"
+            + "".join(f"{k:>10}" for k in ("all", "mass", "friction", "actuator", "drift", "stuck"))
+            + f"{'delay s':>9}{'FA/h':>7}"
+        )
+        print(header)
+        for variant, row in det["auroc"].items():
+            kinds = [
+                row.get(f"kind:{k}", float("nan")) for k in ("mass", "friction", "actuator", "drift", "stuck")
+            ]
+            d = det["delays"].get(variant, {}).get("median_delay_s")
+            d = float("inf") if d is None else d
+            fa = det["false_alarms_per_hour"].get(variant, float("nan"))
+            print(
+                f"{variant:<22}{row['all']:>10.3f}"
+                + "".join(f"{v:>10.3f}" for v in kinds)
+                + f"{d:>9.3f}{fa:>7.2f}"
+            )
+        print(
+            "\nper fault (twin):",
+            json.dumps(
+                {
+                    c: (round(det["auroc"][full][c], 3), det["delays"][full]["per_case"][c])
+                    for c in det["cases"]
+                }
+            ),
+        )
+        figure(det, FIGURE)
+        result.update(
+            auroc=round(det["auroc"][full]["all"], 4),
+            zscore_auroc=round(det["auroc"]["zscore"]["all"], 4),
+            mlp_auroc=round(det["auroc"]["mlp"]["all"], 4),
+            median_delay_s=det["delays"][full]["median_delay_s"],
+            detected=f"{det['delays'][full]['detected']}/{det['delays'][full]['episodes']}",
+            false_alarms_per_hour=det["false_alarms_per_hour"][full],
+            detection=det,
+        )
+        del name
+    if not args.skip_live:
+        live_result = live(model_path, args.assets, args.e2e_s, args.ingest_assets, args.ingest_s)
+        result.update(live_result)
+        print(
+            f"\nLive: e2e p50 {live_result['e2e_p50_ms']} ms, p99 {live_result['e2e_p99_ms']} ms "
+            f"({live_result['e2e_predictions']} predictions, {args.assets} cartpoles at 30 Hz); "
+            f"restart {live_result['restart_s']} s; ingest {live_result['ingest_obs_per_s']} obs/s "
+            f"({live_result['ingest_worker_obs']}/{live_result['ingest_offered_obs']} offered, "
+            f"{live_result['ingest_predictions_stored']} predictions, "
+            f"{live_result['ingest_errors_stored']} errors stored)"
+        )
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    result["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+    keys = (
+        "e2e_p99_ms",
+        "ingest_obs_per_s",
+        "auroc",
+        "zscore_auroc",
+        "mlp_auroc",
+        "median_delay_s",
+        "false_alarms_per_hour",
+        "restart_s",
+    )
+    details = ("detection", "ingest_worker_stopped", "worker_ready_after_restart")
+    summary = {k: result.get(k) for k in keys}
+    summary.update({k: v for k, v in result.items() if k not in summary and k not in details})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary) + "\n")
+    DETAILS.write_text(json.dumps({k: result.get(k) for k in details}, indent=1) + "\n")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
