@@ -260,9 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablation", action="store_true", help="Cartpole objective ablation instead.")
     parser.add_argument("--ablation-steps", type=int, default=1000)
     parser.add_argument("--variant", action="append", help="Ablation variants to (re)run (default all).")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (1 on a machine busy with other jobs)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.ablation:
         result = ablation(args.seed, args.ablation_steps, 300, args.variant)
         path = RESULTS.with_name("model_ablation.json")
