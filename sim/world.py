@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pybullet
 from pybullet_utils.bullet_client import BulletClient
 
+from sim.stdio import quiet_stdout
+
 if TYPE_CHECKING:
     from sim.scenes.base import BaseScene
 
@@ -59,7 +61,8 @@ class World:
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
         mode = pybullet.GUI if self.config.gui else pybullet.DIRECT
-        self.client = BulletClient(connection_mode=mode)
+        with quiet_stdout():
+            self.client = BulletClient(connection_mode=mode)
         self.client.setPhysicsEngineParameter(
             deterministicOverlappingPairs=1, numSolverIterations=self.config.solver_iterations
         )

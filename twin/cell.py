@@ -10,12 +10,9 @@ scenes on 2 cores) and ``tiny`` (seconds, for tests).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,25 +88,11 @@ def find_cached(engine: Engine, name: str) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Send file descriptor 1 to stderr for a while: PyBullet prints to it from C, and ``twin up``'s
-    stdout carries the JSON lines and status that callers parse."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def train_model(scene: str, preset: TrainingPreset, engine: Engine, models_dir: Path, progress: bool) -> str:
     """Generate data through the sim, train, register; return ``name:version``."""
     import torch
 
+    from sim.stdio import quiet_stdout
     from twin.model.jepa import ModelConfig
     from twin.model.jobs import DataSpec, load_data, train_job
     from twin.model.losses import ObjectiveConfig
