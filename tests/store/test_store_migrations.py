@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from twin.store.engine import make_engine
-from twin.store.migrate import current_revision, head_revision, schema_differences, upgrade
+from twin.store.migrate import alembic_config, current_revision, head_revision, schema_differences, upgrade
 from twin.store.models import Base
 
 
@@ -19,6 +20,35 @@ def test_upgrade_to_head_matches_models(store_url: str) -> None:
         tables = set(sa.inspect(engine).get_table_names())
         assert set(Base.metadata.tables) <= tables
         assert upgrade(engine) == head_revision()  # idempotent
+    finally:
+        engine.dispose()
+
+
+def test_prediction_key_migration_keeps_rows_both_ways(store_url: str) -> None:
+    """0005 puts the model in the predictions key without losing stored rows; downgrading keeps
+    the first-stored prediction of each (asset, stream, origin)."""
+    engine = make_engine(store_url)
+    insert = sa.text(
+        "INSERT INTO predictions (asset, stream, origin_t_ns, model, source, horizons_s, level, mean,"
+        " lower, upper) VALUES ('pole', 'state', :t, :model, 'worker', '[0.1]', 0.9, :b, :b, :b)"
+    )
+    try:
+        upgrade(engine, "0004")
+        with engine.begin() as connection:
+            connection.execute(insert, [{"t": t, "model": "a:1", "b": b"\0" * 8} for t in range(3)])
+        upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(insert, [{"t": t, "model": "b:1", "b": b"\0" * 8} for t in range(3)])
+            with pytest.raises(sa.exc.IntegrityError), connection.begin_nested():
+                connection.execute(insert, {"t": 0, "model": "b:1", "b": b"\0" * 8})
+        assert schema_differences(engine) == []
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        with engine.connect() as connection:
+            kept = connection.execute(sa.text("SELECT model, origin_t_ns FROM predictions")).all()
+        assert sorted(kept) == [("a:1", 0), ("a:1", 1), ("a:1", 2)]
     finally:
         engine.dispose()
 

@@ -17,7 +17,7 @@ from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64, lat
 T0 = 1_700_000_000_000_000_000
 
 
-def prediction(asset: str, origin: int, scale: float = 1.0) -> RowOp:
+def prediction(asset: str, origin: int, scale: float = 1.0, model: str = "cartpole:1") -> RowOp:
     mean = scale * np.arange(8.0).reshape(2, 4)
     return RowOp(
         "predictions",
@@ -25,7 +25,7 @@ def prediction(asset: str, origin: int, scale: float = 1.0) -> RowOp:
             "asset": asset,
             "stream": "state",
             "origin_t_ns": origin,
-            "model": "cartpole:1",
+            "model": model,
             "source": "worker",
             "horizons_s": [1 / 30, 5 / 30],
             "level": 0.9,
@@ -183,3 +183,20 @@ def test_shedding_keeps_room_for_events_and_counts_what_it_drops(engine: sa.Engi
     with Session(engine) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(PredictionRow)) == 9
         assert session.scalar(sa.select(EventRow.message)) == "kept"
+
+
+def test_two_models_predictions_of_one_asset_coexist_and_each_is_stored_once(engine: sa.Engine) -> None:
+    """The key is (asset, stream, model, origin): a second model's forecasts for the same moments
+    are kept beside the first's (to be compared), a retried write of either is still ignored."""
+    first = [prediction("pole", T0 + i, scale=1.0, model="cartpole:1") for i in range(4)]
+    second = [prediction("pole", T0 + i, scale=2.0, model="cartpole:2") for i in range(4)]
+    write(engine, first + second)
+    write(engine, [prediction("pole", T0 + i, scale=-1.0, model="cartpole:2") for i in range(2)])
+    with Session(engine) as session:
+        rows = session.execute(
+            sa.select(PredictionRow.model, PredictionRow.origin_t_ns, PredictionRow.mean)
+        ).all()
+    means = {(model, origin): np.frombuffer(mean, "<f8")[1] for model, origin, mean in rows}
+    assert len(rows) == 8
+    assert all(means[("cartpole:1", T0 + i)] == 1.0 for i in range(4))
+    assert all(means[("cartpole:2", T0 + i)] == 2.0 for i in range(4))  # first write kept

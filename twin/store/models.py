@@ -235,12 +235,14 @@ class LatentStateRow(Base):
 
 class PredictionRow(Base):
     """A published forecast of a stream: ``mean``/``lower``/``upper`` (H, S) float64 SI at
-    ``horizons_s`` (JSON list) after ``origin_t_ns``, band ``level``. Unique per (asset,
-    stream, origin_t_ns): a prediction is stored once, whatever restarts and retries happen."""
+    ``horizons_s`` (JSON list) after ``origin_t_ns``, band ``level``, by ``model``. Unique per
+    (asset, stream, model, origin_t_ns): a model's prediction is stored once, whatever restarts and
+    retries happen, and two models predicting the same asset keep both (to be compared); the key
+    is also the index that reads one model's predictions of a stream in time order."""
 
     __tablename__ = "predictions"
     __table_args__ = (
-        UniqueConstraint("asset", "stream", "origin_t_ns"),
+        UniqueConstraint("asset", "stream", "model", "origin_t_ns"),
         Index("ix_predictions_asset_t_ns", "asset", "origin_t_ns"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
