@@ -14,7 +14,9 @@ bare Streamlit page (one ``st.write``) served the same way.
   until its observed trace is drawn;
 * ``live_update_hz``: distinct newest samples the live chart shows per second (target >= 2);
 * ``app_rss_growth_mb``: RSS of the ``twin ui`` process at the end minus after the warm-up, with
-  the asset page open and 10 assets x 30 Hz on the bus, over ``--minutes``.
+  the asset page open and 10 assets x 30 Hz on the bus, over ``--minutes``;
+* ``ui_heavy_libraries``: which of torch and pybullet the ``twin ui`` process has mapped at the
+  end (``/proc/<pid>/maps``), after every measured page ran in it: should be none.
 
 Prints a table and ends with one JSON line (also written to bench/results/ui.json).
 """
@@ -46,7 +48,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 TRACES = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-  p => (p.data || []).map(t => ({name: t.name, n: (t.x || []).length,
+  p => (p._fullData || p.data || []).map(t => ({name: t.name, n: (t.x || []).length || 0,
                                  last: (t.x || []).length ? String(t.x[t.x.length - 1]) : null})));
 """
 BARE_APP = 'import streamlit as st\n\nst.write("bare page ready")\n'
@@ -121,6 +123,44 @@ def fill_day(url: str, hours: float, hz: float = 30.0, chunk: int = 100_000) -> 
     return episode, n, time.perf_counter() - started
 
 
+def fill_predictions(url: str, hours: float, hz: float = 1.0, chunk: int = 20_000) -> int:
+    """The twin's stored predictions over the same day, ``hz`` a second (more than the history page
+    reads: its bounded reads must bucket them): persistence forecasts at 4 horizons with a band
+    widening with the horizon and a surprise score, written as the worker writes them."""
+    from sqlalchemy.orm import Session
+
+    from twin.store import make_engine
+    from twin.store.models import PredictionRow
+    from twin.store.telemetry import insert_ignoring_duplicates
+
+    engine = make_engine(url)
+    horizons = np.array([0.1, 0.5, 1.0, 2.0])
+    n = int(hours * 3600 * hz)
+    end_ns = time.time_ns() - 5_000_000_000
+    rng = np.random.default_rng(1)
+    for lo in range(0, n, chunk):
+        rows = []
+        for k in range(lo, min(n, lo + chunk)):
+            s = k / hz
+            value = np.array([0.8 * np.sin(2 * np.pi * s / 600.0), 0.0, 0.0, 0.0])
+            mean = np.tile(value, (len(horizons), 1))
+            half = (0.02 + 0.2 * horizons)[:, None] * np.ones((1, 4))
+            rows.append(
+                {
+                    "asset": ASSET, "stream": "state", "model": "cartpole:1", "source": "twin",
+                    "origin_t_ns": end_ns - int((n - k) * 1e9 / hz), "horizons_s": horizons.tolist(),
+                    "level": 0.9, "mean": mean.astype("<f8").tobytes(),
+                    "lower": (mean - half).astype("<f8").tobytes(),
+                    "upper": (mean + half).astype("<f8").tobytes(),
+                    "surprise": float(abs(rng.normal(0, 0.4))),
+                }
+            )  # fmt: skip
+        with Session(engine) as session, session.begin():
+            insert_ignoring_duplicates(session, PredictionRow.__table__, rows)
+    engine.dispose()
+    return n
+
+
 # --- processes -------------------------------------------------------------------------------------
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -154,6 +194,12 @@ def stop(process: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def heavy_libraries(pid: int) -> list[str]:
+    """Which of torch and pybullet the process has mapped (the dashboard should map neither)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return [name for name in ("torch", "pybullet") if name in maps]
 
 
 def rss_mb(pid: int) -> float:
@@ -235,8 +281,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="jumeau-bench-ui-"))
     url = f"sqlite:///{work / 'jumeau.sqlite'}"
     _, rows, fill_s = fill_day(url, args.hours)
+    prediction_rows = fill_predictions(url, args.hours)
     db_mb = (work / "jumeau.sqlite").stat().st_size / 2**20
-    print(f"history: {rows:,} rows of {ASSET} ({args.hours:g} h at 30 Hz) in {fill_s:.0f} s, {db_mb:.0f} MB")
+    print(
+        f"history: {rows:,} rows of {ASSET} ({args.hours:g} h at 30 Hz) in {fill_s:.0f} s and "
+        f"{prediction_rows:,} predictions (1 Hz), {db_mb:.0f} MB"
+    )
 
     twin = [sys.executable, "-m", "twin.cli"]
     free = ["--pub", "tcp://127.0.0.1:0", "--sub", "tcp://127.0.0.1:0", "--control", "tcp://127.0.0.1:0"]
@@ -301,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             samples.append((time.monotonic() - t0, rss_mb(ui.pid)))
         growth = samples[-1][1] - samples[0][1]
         still_live = observed_trace(driver) is not None
+        heavy = heavy_libraries(ui.pid)
     finally:
         if driver is not None:
             driver.quit()
@@ -310,6 +361,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures = {
         "bench": "ui",
         "history_rows": rows,
+        "history_prediction_rows": prediction_rows,
         "history_hours": args.hours,
         "history_points_drawn": history_points,
         "baseline_bare_streamlit_first_paint_s": round(median["bare"], 2),
@@ -323,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "app_rss_end_mb": round(samples[-1][1], 1),
         "app_rss_growth_mb": round(growth, 1),
         "still_live_at_end": still_live,
+        "ui_heavy_libraries": heavy,
         "targets_met": bool(median["asset"] < 3 and update_hz >= 2),
     }
     rows_out = [

@@ -7,6 +7,7 @@ command prints ``{"event": "ui_ready", "url": ...}`` on stdout (what ``twin up``
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -70,6 +71,30 @@ def announce_when_healthy(url: str, timeout_s: float = 120.0) -> None:
     threading.Thread(target=wait, name="ui-ready", daemon=True).start()
 
 
+VIEWS = ("fleet", "asset", "history", "events", "models", "whatif")
+
+
+def preload_views(timeout_s: float = 60.0) -> None:
+    """Import the pages' modules (plotly, pandas: about 2 s on a busy core) in a daemon thread once
+    Streamlit's runtime exists, so the first visitor does not wait for them (the caches they
+    declare then attach to that runtime, as when a page imports them)."""
+
+    def load() -> None:
+        from streamlit.runtime import Runtime
+
+        deadline = time.monotonic() + timeout_s
+        while not Runtime.exists():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        started = time.perf_counter()
+        for view in VIEWS:
+            importlib.import_module(f"ui.views.{view}")
+        log.info("dashboard pages preloaded in %.1f s", time.perf_counter() - started)
+
+    threading.Thread(target=load, name="ui-preload", daemon=True).start()
+
+
 def ui_command(
     port: Annotated[
         int | None, typer.Option(help="Port (0: any free one) [env JUMEAU_UI_PORT, else 8501 or a free one].")
@@ -87,6 +112,7 @@ def ui_command(
     os.environ["JUMEAU_UI_WINDOW_S"] = str(window)
     url = f"http://{host}:{chosen}"
     announce_when_healthy(url)
+    preload_views()
     sys.argv = [
         "streamlit",
         "run",

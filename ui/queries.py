@@ -25,7 +25,7 @@ from twin.store import models as m
 from twin.store.telemetry import decode_values, event_row, insert_events
 from ui.live import PredictionRecord
 from ui.resources import engine
-from ui.sampling import sample_rows
+from ui.sampling import Series, sample_rows, sample_series
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -275,40 +275,89 @@ def add_note(url: str, asset: str, author: str, text: str) -> None:
 
 
 # --- worker tables --------------------------------------------------------------------------------
+PREDICTIONS = Series(
+    "predictions",
+    ("asset", "stream", "model"),
+    "origin_t_ns",
+    (
+        sa.column("origin_t_ns", sa.BigInteger),
+        sa.column("horizons_s", sa.JSON),
+        sa.column("level", sa.Float),
+        sa.column("mean", sa.LargeBinary),
+        sa.column("lower", sa.LargeBinary),
+        sa.column("upper", sa.LargeBinary),
+        sa.column("model", sa.String),
+    ),
+)
+SURPRISE = Series(
+    "predictions",
+    ("asset", "model"),
+    "origin_t_ns",
+    (sa.column("origin_t_ns", sa.BigInteger), sa.column("surprise", sa.Float)),
+    extra="{t}.surprise IS NOT NULL",
+)
+MAX_PREDICTIONS = 2000
+"""Predictions a history view reads at most per model and stream (each holds every horizon)."""
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+@guarded
+def prediction_models(url: str, asset: str, stream: str, t0_ns: int = 0, t1_ns: int = 2**62) -> list[str]:
+    """Models with stored predictions of ``asset``/``stream`` whose origins fall in ``[t0, t1]``:
+    one seek per model on the ``(asset, stream, model, origin_t_ns)`` key, never a scan."""
+    p = m.PredictionRow
+    models: list[str] = []
+    with engine(url).connect() as connection:
+        while True:
+            query = sa.select(sa.func.min(p.model)).where(p.asset == asset, p.stream == stream)
+            if models:
+                query = query.where(p.model > models[-1])
+            name = connection.execute(query).scalar()
+            if name is None:
+                break
+            models.append(name)
+        return [
+            name
+            for name in models
+            if connection.execute(
+                sa.select(p.origin_t_ns)
+                .where(
+                    p.asset == asset,
+                    p.stream == stream,
+                    p.model == name,
+                    p.origin_t_ns >= t0_ns,
+                    p.origin_t_ns <= t1_ns,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        ]
+
+
 @st.cache_data(ttl=10, show_spinner=False, max_entries=32)
 @guarded
 def predictions(
-    url: str, asset: str, stream: str, t0_ns: int, t1_ns: int, max_n: int = 2000
+    url: str, asset: str, stream: str, model: str, t0_ns: int, t1_ns: int, max_n: int = MAX_PREDICTIONS
 ) -> list[PredictionRecord]:
-    """Stored predictions of a stream with origins in ``[t0, t1]`` (evenly thinned to ``max_n``)."""
-    where = (
-        m.PredictionRow.asset == asset,
-        m.PredictionRow.stream == stream,
-        m.PredictionRow.origin_t_ns >= t0_ns,
-        m.PredictionRow.origin_t_ns <= t1_ns,
-    )
+    """Stored predictions of one model for a stream with origins in ``[t0, t1]``: at most
+    ``max_n`` (a long range: the first prediction of each of ``max_n`` time buckets, in SQL)."""
     with engine(url).connect() as connection:
-        count = connection.execute(
-            sa.select(sa.func.count()).select_from(m.PredictionRow).where(*where)
-        ).scalar()
-        stride = max(1, -(-(count or 0) // max_n))
-        query = sa.select(m.PredictionRow).where(*where)
-        if stride > 1:
-            query = query.where(m.PredictionRow.id % stride == 0)
-        rows = connection.execute(query.order_by(m.PredictionRow.origin_t_ns)).mappings().all()
+        rows = sample_series(
+            connection, PREDICTIONS, {"asset": asset, "stream": stream, "model": model}, t0_ns, t1_ns, max_n
+        )
     out = []
     for row in rows:
-        horizons = np.asarray(row["horizons_s"], dtype=np.float64)
+        horizons = np.asarray(row.horizons_s, dtype=np.float64)
         shape = (len(horizons), -1)
         out.append(
             PredictionRecord(
-                row["origin_t_ns"],
+                row.origin_t_ns,
                 horizons,
-                np.frombuffer(row["mean"], dtype="<f8").reshape(shape),
-                np.frombuffer(row["lower"], dtype="<f8").reshape(shape),
-                np.frombuffer(row["upper"], dtype="<f8").reshape(shape),
-                float(row["level"]),
-                row["model"],
+                np.frombuffer(row.mean, dtype="<f8").reshape(shape),
+                np.frombuffer(row.lower, dtype="<f8").reshape(shape),
+                np.frombuffer(row.upper, dtype="<f8").reshape(shape),
+                float(row.level),
+                row.model,
             )
         )
     return out
@@ -316,21 +365,17 @@ def predictions(
 
 @st.cache_data(ttl=10, show_spinner=False)
 @guarded
-def surprise_history(url: str, asset: str, t0_ns: int, t1_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(t_ns, surprise)`` the worker stored with its predictions."""
-    query = (
-        sa.select(m.PredictionRow.origin_t_ns, m.PredictionRow.surprise)
-        .where(
-            m.PredictionRow.asset == asset,
-            m.PredictionRow.origin_t_ns >= t0_ns,
-            m.PredictionRow.origin_t_ns <= t1_ns,
-            m.PredictionRow.surprise.is_not(None),
-        )
-        .order_by(m.PredictionRow.origin_t_ns)
-    )
+def surprise_history(
+    url: str, asset: str, model: str, t0_ns: int, t1_ns: int, max_points: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(t_ns, surprise)`` the worker stored with one model's predictions of ``asset``: at most
+    ``max_points`` (a long range: the first of each time bucket, in SQL)."""
     with engine(url).connect() as connection:
-        rows = connection.execute(query).all()
-    return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64)
+        rows = sample_series(connection, SURPRISE, {"asset": asset, "model": model}, t0_ns, t1_ns, max_points)
+    return (
+        np.array([r.origin_t_ns for r in rows], dtype=np.int64),
+        np.array([r.surprise for r in rows], dtype=np.float64),
+    )
 
 
 @st.cache_data(ttl=10, show_spinner=False)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from uistack import ASSET, MODEL
 
 from bridge import Bus, BusConfig, Event, Observation, Prediction, Publisher, Subscriber
 from sim.faults import SensorBias
@@ -30,8 +31,6 @@ from twin.store.telemetry import decode_values
 from twin.store.writer import BatchWriter, WriterConfig
 
 HORIZONS = np.array([0.1, 0.5, 1.0, 2.0])
-ASSET = "cartpole-0"
-MODEL = "persistence-test:1"
 
 
 @dataclass

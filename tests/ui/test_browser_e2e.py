@@ -26,7 +26,7 @@ FREE_PORTS = ["--pub", "tcp://127.0.0.1:0", "--sub", "tcp://127.0.0.1:0", "--con
 PAGES = ["fleet", "asset", "history", "events", "whatif", "models"]
 TRACES = """
 return Array.from(document.querySelectorAll('.js-plotly-plot')).map(
-  p => (p.data || []).map(t => ({name: t.name, n: (t.x || []).length,
+  p => (p._fullData || p.data || []).map(t => ({name: t.name, n: (t.x || []).length || 0,
                                  last: (t.x || []).length ? String(t.x[t.x.length - 1]) : null})));
 """
 

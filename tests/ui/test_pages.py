@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import ASSET, MODEL
+import streamlit as st
 from streamlit.testing.v1 import AppTest
+from uistack import ASSET, MODEL
 
 import ui
 from twin.store.models import AcknowledgementRow
 
 APP = str(Path(ui.__file__).parent / "app.py")
+SECOND_MODEL = "persistence-test:2"
+BIAS = 0.5
 
 
 def app(page: str | None = None, **query: str) -> AppTest:
@@ -105,10 +108,10 @@ def test_asset_page_draws_observed_traces_with_the_predicted_fan_and_units(ui_en
     assert any("surprise" in t for t in axis_titles(surprise))
     assert at.get("image"), texts(at)  # the latest camera frame
     # the observed trace moves on: the newest sample of a later run is later
-    first = max(next(t for t in sensors["data"] if t["name"] == "observed")["x"])
+    first = numbers(next(t for t in sensors["data"] if t["name"] == "observed")["x"]).max()
     time.sleep(1.0)
     at.run()
-    later = max(next(t for t in charts(at)[0]["data"] if t["name"] == "observed")["x"])
+    later = numbers(next(t for t in charts(at)[0]["data"] if t["name"] == "observed")["x"]).max()
     assert later > first
 
 
@@ -150,6 +153,79 @@ def test_history_compares_two_runs_synchronised_at_their_first_fault(ui_env):
     x = numbers(next(t for t in compare["data"] if t["name"].startswith("A:"))["x"])
     assert x.min() < 0 < x.max()  # the fault (1 s in) is at 0, the start before it
     assert "No fault in B:" in texts(at)  # cartpole-1 had none: aligned at its start
+
+
+@pytest.fixture
+def second_model(ui_env) -> str:
+    """A second model's predictions of the recorded cartpole-0 run, stored through the worker's own
+    writer: persistence shifted by +0.5 on every sensor (so its error is known: about 0.5)."""
+    from sqlalchemy.orm import Session
+
+    from twin.store.models import PredictionRow
+    from twin.store.writer import WriterConfig
+    from twin.worker.persistence import RowOp, WorkerWriter
+
+    with Session(ui_env.engine) as session:
+        rows = session.scalars(
+            sa.select(PredictionRow).where(PredictionRow.asset == ASSET, PredictionRow.model == MODEL)
+        ).all()
+        ops = [
+            RowOp(
+                "predictions",
+                {
+                    "asset": r.asset,
+                    "stream": r.stream,
+                    "origin_t_ns": r.origin_t_ns,
+                    "model": SECOND_MODEL,
+                    "source": "twin-b",
+                    "horizons_s": r.horizons_s,
+                    "level": r.level,
+                    "mean": (np.frombuffer(r.mean, "<f8") + BIAS).tobytes(),
+                    "lower": (np.frombuffer(r.lower, "<f8") + BIAS).tobytes(),
+                    "upper": (np.frombuffer(r.upper, "<f8") + BIAS).tobytes(),
+                    "surprise": r.surprise,
+                },
+            )
+            for r in rows
+        ]
+    assert ops
+    with WorkerWriter(ui_env.engine, WriterConfig(flush_interval_s=0.01)) as writer:
+        assert all(writer.submit(op) for op in ops)
+    with ui_env.engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(sa.func.count()).where(PredictionRow.model == SECOND_MODEL)
+        ).scalar()
+    assert stored == len(ops)  # same (asset, stream, origin) as MODEL's: both are kept
+    st.cache_data.clear()  # the pages' queries cache for 10 s: see the new rows now
+    return SECOND_MODEL
+
+
+def test_history_compares_two_models_on_one_timeline_with_per_horizon_errors(ui_env, second_model):
+    at = app("pages/history.py")
+    at.selectbox(key="history-episode").set_value(
+        next(o for o in at.selectbox(key="history-episode").options if f" {ASSET} " in o)
+    ).run()
+    assert set(at.selectbox(key="history-model").options) == {MODEL, second_model}
+    at.radio(key="compare-mode").set_value("two models").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="compare-model-a").set_value(MODEL)
+    at.selectbox(key="compare-model-b").set_value(second_model).run()
+    chart = next(c for c in charts(at) if any(n and n.startswith(f"{second_model}:") for n in trace_names(c)))
+    names = trace_names(chart)
+    assert "observed" in names and any(n and n.startswith(f"{MODEL}: predicted") for n in names)
+    assert "cart_position (m)" in axis_titles(chart) and any(
+        t.startswith("time (") for t in axis_titles(chart)
+    )
+    errors = next(f.value for f in at.dataframe if f"{second_model} MAE" in f.value.columns)
+    assert set(errors["horizon (s)"]) == {0.1, 0.5, 1.0, 2.0}
+    assert (errors[f"{MODEL} n"] > 0).all() and (errors[f"{second_model} n"] > 0).all()
+    a, b = errors[f"{MODEL} MAE"], errors[f"{second_model} MAE"]
+    # B's error is A's error minus the shift, sample by sample: |MAE_B - shift| <= MAE_A exactly
+    assert (np.abs(b - BIAS) <= a + 1e-9).all(), errors
+    assert (errors[f"{MODEL} n"] == errors[f"{second_model} n"]).all()  # the same moments compared
+    assert (a < 0.25).any(), errors  # where A is that close, the check above tells B from A
+    rmse = next(c for c in charts(at) if "RMSE (in each sensor's unit)" in axis_titles(c))
+    assert any(n.startswith(second_model) for n in trace_names(rmse))
 
 
 def test_history_travels_to_an_event(ui_env):

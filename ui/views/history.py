@@ -1,5 +1,6 @@
 """History / time travel: replay a recorded range (or the moments around an event) with the twin's
-predictions against what happened, per-horizon error statistics, and two runs side by side."""
+predictions against what happened, per-horizon error statistics, and two runs (or two models on
+the same range) on one synchronised timeline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from ui import queries
 from ui.analysis import horizon_errors, horizon_slice, horizons_of
-from ui.plots import compare_figure, horizon_error_figure, sensor_figure, surprise_figure
+from ui.plots import compare_figure, horizon_error_figure, models_figure, sensor_figure, surprise_figure
 from ui.resources import config
 from ui.timefmt import format_local
 from ui.views.common import store_error, store_tables, time_axis
@@ -64,13 +65,22 @@ def pick_range(url: str, episodes: pd.DataFrame) -> tuple[pd.Series, int, int] |
     return episode, start + int(lo * 1e9), start + int(hi * 1e9)
 
 
-def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: int) -> None:
+def pick_model(url: str, asset: str, stream: str, t0: int, t1: int, key: str) -> str | None:
+    """The model whose stored predictions to show (a choice when several predicted this range)."""
+    models = queries.prediction_models(url, asset, stream, t0, t1)
+    if len(models) > 1:
+        return st.selectbox("Model", models, key=key)
+    return models[0] if models else None
+
+
+def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: int) -> str | None:
+    """Observations with one model's stored predictions, surprise and errors; returns the stream."""
     asset, episode_id = str(episode["asset"]), int(episode["id"])
     streams = queries.episode_streams(url, episode_id)
     vector_streams = [s for s in streams if queries.stream_schema(url, asset, s)[2] == "vector"]
     if not vector_streams:
         st.info("This episode holds no vector samples.")
-        return
+        return None
     stream = st.selectbox("Stream", vector_streams, key="history-stream")
     sensors, units, _ = queries.stream_schema(url, asset, stream)
     chosen = st.multiselect(
@@ -80,9 +90,10 @@ def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: in
     t_ns, values = queries.observed(url, episode_id, stream, t0, t1)
     if not len(t_ns):
         st.info("No samples in this range.")
-        return
+        return stream
     origin = int(episode["started_t_ns"])
-    preds = queries.predictions(url, asset, stream, t0, t1) if "predictions" in tables else []
+    model = pick_model(url, asset, stream, t0, t1, "history-model") if "predictions" in tables else None
+    preds = queries.predictions(url, asset, stream, model, t0, t1) if model else []
     past = None
     if preds:
         horizons = horizons_of(preds)
@@ -104,9 +115,7 @@ def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: in
     elif not preds:
         st.info("No stored predictions for this stream in this range.")
     surprise_t, surprise = (
-        queries.surprise_history(url, asset, t0, t1)
-        if "predictions" in tables
-        else (np.zeros(0), np.zeros(0))
+        queries.surprise_history(url, asset, model, t0, t1) if model else (np.zeros(0), np.zeros(0))
     )
     st.subheader("Surprise and events")
     st.plotly_chart(
@@ -115,6 +124,7 @@ def replay(url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: in
     )
     if preds:
         error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, sensors, units)
+    return stream
 
 
 def error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, sensors, units) -> None:
@@ -124,7 +134,8 @@ def error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, se
         if not table.empty:
             st.dataframe(table, hide_index=True, key="history-error-table")
             st.caption(
-                "From the worker's `prediction_errors`: normalised RMSE in training standard deviations."
+                "From the worker's `prediction_errors`: normalised RMSE in training standard deviations "
+                "(every model that predicted this stream: that table does not record the model)."
             )
     stats = horizon_errors(preds, t_ns, values)
     if not stats:
@@ -145,6 +156,7 @@ def error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, se
                 }
             )
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="history-horizon-stats")
+    sampled_note(t_ns, t0, t1)
     st.plotly_chart(
         horizon_error_figure(
             [s.horizon_s for s in stats],
@@ -155,8 +167,97 @@ def error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, se
     )
 
 
+def sampled_note(t_ns: np.ndarray, t0: int, t1: int) -> None:
+    """Say so when the range was read in time buckets (errors then use interpolated samples)."""
+    if len(t_ns) >= queries.MAX_POINTS:
+        step = (t1 - t0) / 1e9 / len(t_ns)
+        st.caption(
+            f"This range is read as {len(t_ns)} samples (one every {step:.2g} s) and at most "
+            f"{queries.MAX_PREDICTIONS} predictions: errors compare predictions with interpolated "
+            "samples. A shorter range gives exact errors."
+        )
+
+
+def model_errors(
+    preds: dict[str, list], t_ns: np.ndarray, values: np.ndarray, sensors, units
+) -> pd.DataFrame:
+    """Per horizon and sensor, each model's MAE, RMSE and band coverage side by side."""
+    rows: dict[tuple[float, str], dict[str, object]] = {}
+    for label, records in preds.items():
+        for stat in horizon_errors(records, t_ns, values):
+            for s, name in enumerate(sensors):
+                row = rows.setdefault(
+                    (round(stat.horizon_s, 6), name),
+                    {"horizon (s)": stat.horizon_s, "sensor": name, "unit": units[s]},
+                )
+                row.update(
+                    {
+                        f"{label} n": stat.n,
+                        f"{label} MAE": stat.mae[s],
+                        f"{label} RMSE": stat.rmse[s],
+                        f"{label} coverage": stat.coverage[s],
+                    }
+                )
+    return pd.DataFrame([rows[k] for k in sorted(rows)])
+
+
+def compare_models(
+    url: str, tables: frozenset[str], episode: pd.Series, t0: int, t1: int, stream: str
+) -> None:
+    """Two models' stored predictions of the same asset, stream and range on one timeline, with
+    their per-horizon errors side by side."""
+    asset, episode_id = str(episode["asset"]), int(episode["id"])
+    models = queries.prediction_models(url, asset, stream, t0, t1) if "predictions" in tables else []
+    if len(models) < 2:
+        st.info(
+            f"Only {len(models)} model stored predictions of {asset} {stream} in this range: "
+            "a second model (another worker, or a retrained version) makes a comparison."
+        )
+        return
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Model A", models, index=0, key="compare-model-a")
+    b = c2.selectbox("Model B", models, index=1, key="compare-model-b")
+    sensors, units, _ = queries.stream_schema(url, asset, stream)
+    t_ns, values = queries.observed(url, episode_id, stream, t0, t1)
+    preds = {a: queries.predictions(url, asset, stream, a, t0, t1)}
+    preds[b] = queries.predictions(url, asset, stream, b, t0, t1)
+    horizons = sorted(set(horizons_of(preds[a])) & set(horizons_of(preds[b]))) or horizons_of(preds[a])
+    h = float(
+        st.select_slider(
+            "Predictions made this long before (s)", [f"{x:.3g}" for x in horizons], key="compare-horizon"
+        )
+    )
+    axis = time_axis("compare-model-axis")
+    slices = [(name, horizon_slice(records, h)) for name, records in preds.items()]
+    st.plotly_chart(
+        models_figure(
+            sensors, units, t_ns, values, slices, axis=axis, origin_ns=int(episode["started_t_ns"]),
+            columns=list(range(min(4, len(sensors)))),
+        ),
+        key="compare-models-chart",
+    )  # fmt: skip
+    table = model_errors(preds, t_ns, values, sensors, units)
+    if table.empty:
+        st.caption("No prediction of either model in this range has come due yet.")
+        return
+    st.dataframe(table, hide_index=True, key="compare-models-errors")
+    sampled_note(t_ns, t0, t1)
+    st.plotly_chart(
+        horizon_error_figure(
+            list(table["horizon (s)"].drop_duplicates()),
+            {
+                f"{label} {name} ({units[s]})": table[table["sensor"] == name][f"{label} RMSE"].tolist()
+                for label in preds
+                for s, name in enumerate(sensors[:4])
+                if f"{label} RMSE" in table
+            },
+            "RMSE (in each sensor's unit)",
+        ),
+        key="compare-models-rmse",
+    )
+
+
 def compare(url: str, episodes: pd.DataFrame) -> None:
-    st.subheader("Compare two runs")
     labels = [episode_label(row) for _, row in episodes.iterrows()]
     if len(labels) < 2:
         st.info("Record a second run to compare it with this one.")
@@ -218,10 +319,18 @@ def render() -> None:
             st.info("Nothing recorded yet: no episodes in the database.")
             return
         picked = pick_range(url, episodes)
+        stream = None
         if picked is not None:
             episode, t0, t1 = picked
             st.caption(f"{format_local(t0)} to {format_local(t1)} ({(t1 - t0) / 1e9:.1f} s)")
-            replay(url, tables, episode, t0, t1)
-        compare(url, episodes)
+            stream = replay(url, tables, episode, t0, t1)
+        st.subheader("Compare")
+        mode = st.radio("Compare", ["two runs", "two models"], horizontal=True, key="compare-mode")
+        if mode == "two runs":
+            compare(url, episodes)
+        elif picked is None or stream is None:
+            st.info("Pick a range with a vector stream above: the two models are compared on it.")
+        else:
+            compare_models(url, tables, episode, t0, t1, stream)
     except queries.StoreUnavailable as exc:
         store_error(exc)
