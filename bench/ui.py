@@ -161,6 +161,21 @@ def fill_predictions(url: str, hours: float, hz: float = 1.0, chunk: int = 20_00
     return n
 
 
+def stored_counts(url: str) -> tuple[int, int, float]:
+    """(observations of the recorded episodes, predictions, 0 s) of a store filled earlier."""
+    import sqlalchemy as sa
+
+    from twin.store import make_engine
+    from twin.store.models import Episode, PredictionRow
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(sa.func.sum(Episode.n_observations))).scalar() or 0
+        predictions = connection.execute(sa.select(sa.func.count()).select_from(PredictionRow)).scalar()
+    engine.dispose()
+    return int(rows), int(predictions or 0), 0.0
+
+
 # --- processes -------------------------------------------------------------------------------------
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -277,12 +292,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hours", type=float, default=24.0, help="history of cartpole-0 in the store")
     parser.add_argument("--assets", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="first paints per page (median kept)")
+    parser.add_argument(
+        "--store", type=Path, help="a SQLite file a previous run filled (--keep-store): reused as is"
+    )
+    parser.add_argument("--keep-store", type=Path, help="keep the filled SQLite file here")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="jumeau-bench-ui-"))
-    url = f"sqlite:///{work / 'jumeau.sqlite'}"
-    _, rows, fill_s = fill_day(url, args.hours)
-    prediction_rows = fill_predictions(url, args.hours)
-    db_mb = (work / "jumeau.sqlite").stat().st_size / 2**20
+    store = args.store or work / "jumeau.sqlite"
+    url = f"sqlite:///{store}"
+    if args.store:
+        rows, prediction_rows, fill_s = stored_counts(url)
+    else:
+        _, rows, fill_s = fill_day(url, args.hours)
+        prediction_rows = fill_predictions(url, args.hours)
+    db_mb = store.stat().st_size / 2**20
     print(
         f"history: {rows:,} rows of {ASSET} ({args.hours:g} h at 30 Hz) in {fill_s:.0f} s and "
         f"{prediction_rows:,} predictions (1 Hz), {db_mb:.0f} MB"
@@ -393,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name:<{width}}  {value:<24} {target}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.keep_store and not args.store:
+        shutil.move(str(store), args.keep_store)
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(figures))
     return figures

@@ -129,5 +129,11 @@ def ui_command(
         "false",
         "--client.toolbarMode",
         "viewer",
+        # Streamlit runs a full gc.collect(2) after every script run, fragment reruns included:
+        # with plotly, pandas and SQLAlchemy loaded that was 60% of the process's CPU with the
+        # live page open (py-spy, 10 assets x 30 Hz). Python's own collector still runs, and
+        # bench/ui.py watches the process's memory.
+        "--runner.postScriptGC",
+        "false",
     ]
     streamlit_cli.main(prog_name="streamlit")

@@ -29,8 +29,9 @@ from ui.sampling import Series, sample_rows, sample_series
 
 P = ParamSpec("P")
 R = TypeVar("R")
-MAX_POINTS = 5000
-"""Samples per stream a history plot fetches at most (longer ranges are decimated in SQL)."""
+MAX_POINTS = 2000
+"""Samples per stream a history plot fetches at most (longer ranges are decimated in SQL): more
+than the pixel columns of a wide chart; more only costs JSON, parsing and drawing."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -296,7 +297,7 @@ SURPRISE = Series(
     (sa.column("origin_t_ns", sa.BigInteger), sa.column("surprise", sa.Float)),
     extra="{t}.surprise IS NOT NULL",
 )
-MAX_PREDICTIONS = 2000
+MAX_PREDICTIONS = 1000
 """Predictions a history view reads at most per model and stream (each holds every horizon)."""
 
 
@@ -334,7 +335,7 @@ def prediction_models(url: str, asset: str, stream: str, t0_ns: int = 0, t1_ns: 
         ]
 
 
-@st.cache_data(ttl=10, show_spinner=False, max_entries=32)
+@st.cache_data(ttl=30, show_spinner=False, max_entries=32)
 @guarded
 def predictions(
     url: str, asset: str, stream: str, model: str, t0_ns: int, t1_ns: int, max_n: int = MAX_PREDICTIONS
@@ -363,7 +364,7 @@ def predictions(
     return out
 
 
-@st.cache_data(ttl=10, show_spinner=False)
+@st.cache_data(ttl=30, show_spinner=False)
 @guarded
 def surprise_history(
     url: str, asset: str, model: str, t0_ns: int, t1_ns: int, max_points: int = MAX_POINTS

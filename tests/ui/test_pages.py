@@ -102,7 +102,7 @@ def test_asset_page_draws_observed_traces_with_the_predicted_fan_and_units(ui_en
     assert {"observed", "predicted mean", "predicted band (90%)"} <= names
     assert any(n and n.startswith("predicted ") and n.endswith(" s before") for n in names)
     titles = axis_titles(sensors)
-    assert "cart_position (m)" in titles and "pole_angle (rad)" in titles
+    assert "cart_position (m)" in titles and "cart_velocity (m/s)" in titles  # the default sensors
     assert any(t.startswith("time (") for t in titles)
     assert "fault" in trace_names(surprise) and "anomaly" in trace_names(surprise)
     assert any("surprise" in t for t in axis_titles(surprise))
@@ -113,6 +113,8 @@ def test_asset_page_draws_observed_traces_with_the_predicted_fan_and_units(ui_en
     at.run()
     later = numbers(next(t for t in charts(at)[0]["data"] if t["name"] == "observed")["x"]).max()
     assert later > first
+    at.multiselect(key=f"asset-sensors-{ASSET}-state").select("pole_angle").run()  # one more panel
+    assert "pole_angle (rad)" in axis_titles(charts(at)[0])
 
 
 def test_asset_page_in_sim_time(ui_env):
@@ -291,12 +293,21 @@ def test_pages_say_plainly_when_the_store_is_empty(ui_env, tmp_path, monkeypatch
     assert message in texts(at) and not at.exception
 
 
-def test_pages_say_plainly_when_bus_and_database_are_unreachable(ui_env, monkeypatch):
+@pytest.mark.parametrize(
+    ("page", "says"),
+    [
+        (None, ("is not answering", "database is unreachable")),
+        ("pages/asset.py", ("is not answering", "database is unreachable")),
+        ("pages/history.py", ("database is unreachable",)),
+        ("pages/events.py", ("database is unreachable",)),
+        ("pages/models.py", ("database is unreachable",)),
+    ],
+)
+def test_pages_say_plainly_when_bus_and_database_are_unreachable(ui_env, monkeypatch, page, says):
     monkeypatch.setenv("JUMEAU_BUS_SUB", "tcp://127.0.0.1:9")
     monkeypatch.setenv("JUMEAU_BUS_CONTROL", "tcp://127.0.0.1:9")
     monkeypatch.setenv("JUMEAU_DB", "postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
-    at = wait_for(app(), lambda at: "is not answering" in texts(at), timeout_s=20)
-    assert "database is unreachable" in texts(at)
+    at = wait_for(app(page, asset=ASSET), lambda at: all(text in texts(at) for text in says), timeout_s=20)
     assert not at.exception
 
 
@@ -315,6 +326,8 @@ def test_pages_recover_by_themselves_when_bus_and_database_return(ui_env, monkey
     both_down = "is not answering", "database is unreachable"
     at = wait_for(app(), lambda at: all(text in texts(at) for text in both_down), timeout_s=20)
     assert not at.exception
+    asset = wait_for(app("pages/asset.py"), lambda at: all(text in texts(at) for text in both_down), 20)
+    assert not asset.exception
 
     healthy = tmp_path / "healthy.sqlite"
     engine = make_engine(f"sqlite:///{healthy}")
@@ -326,3 +339,5 @@ def test_pages_recover_by_themselves_when_bus_and_database_return(ui_env, monkey
         at = wait_for(at, lambda at: not any(text in texts(at) for text in both_down), timeout_s=30)
         assert "Connected to the bus" in texts(at) or "No assets yet" in texts(at)
         assert not at.exception
+        asset = wait_for(asset, lambda at: not any(text in texts(at) for text in both_down), timeout_s=30)
+        assert "No assets yet" in texts(asset) and not asset.exception

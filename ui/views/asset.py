@@ -14,7 +14,7 @@ from ui.analysis import horizon_slice, horizons_of, surprise_series
 from ui.config import UiConfig
 from ui.live import SURPRISE_STREAM, LiveFeed, StreamInfo
 from ui.plots import sensor_figure, surprise_figure
-from ui.timefmt import SIM, format_local
+from ui.timefmt import LOCAL, SIM, format_local
 from ui.views.common import bus_banner, setup, store_error, time_axis
 
 MAX_POINTS = 1000
@@ -22,6 +22,13 @@ MAX_POINTS = 1000
 pixel column of a wide chart; more only costs JSON and SVG."""
 LIVE_PERIOD_S = 0.3
 """The live panel redraws this often (above 3 Hz: the target is 2 Hz with margin)."""
+LIVE_SENSORS = 2
+"""Sensors drawn by default (the operator adds more). Streamlit redraws a plotly chart from
+scratch on every live update, and the browser's cost grows with the panels: on the shared 2-core
+machine 4 panels let the browser draw 0.7 to 0.9 updates a second, 2 panels 1.5 to 1.7."""
+CONTEXT_PERIOD_S = 1.0
+"""The surprise timeline and the camera redraw this often: each redraw of a chart costs the
+browser a full plotly draw, so the traces get the fast rate and the context a slower one."""
 
 
 def thin(t_ns: np.ndarray, values: np.ndarray, limit: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +158,10 @@ def live_panel(cfg: UiConfig, feed: LiveFeed, asset: str) -> None:
     window_s = c2.slider("Window (s)", 5, int(cfg.window_s), min(30, int(cfg.window_s)), key="asset-window")
     axis = time_axis("asset-axis")
     sensors = c3.multiselect(
-        "Sensors", list(info.sensors), default=list(info.sensors[:4]), key=f"asset-sensors-{asset}-{stream}"
+        "Sensors",
+        list(info.sensors),
+        default=list(info.sensors[:LIVE_SENSORS]),
+        key=f"asset-sensors-{asset}-{stream}",
     )
     preds = feed.predictions(asset, stream)
     latest = feed.latest_prediction(asset, stream)
@@ -196,8 +206,25 @@ def live_panel(cfg: UiConfig, feed: LiveFeed, asset: str) -> None:
             f"{format_local(latest.origin_t_ns, with_date=False)}, "
             f"{latest.level:.0%} band, horizons up to {float(np.max(latest.horizons_s)):g} s."
         )
+
+
+@st.fragment(run_every=CONTEXT_PERIOD_S)
+def context_panel(cfg: UiConfig, feed: LiveFeed, asset: str) -> None:
+    """The surprise timeline and the camera, redrawn less often than the traces (same window and
+    time axis, read from the live panel's controls)."""
+    streams = feed.streams(asset)
+    vectors = [s for s in streams if s.kind == "vector" and s.stream != SURPRISE_STREAM]
+    if not vectors:
+        return
+    window_s = float(st.session_state.get("asset-window", min(30, int(cfg.window_s))))
+    axis = st.session_state.get("asset-axis", LOCAL)
     st.subheader("Surprise")
     t_s, score, label = surprise_now(feed, asset, vectors, window_s)
+    chosen = st.session_state.get("asset-stream")
+    stream = chosen if any(v.stream == chosen for v in vectors) else vectors[0].stream
+    t_ns, _ = feed.vector(asset, stream, window_s)
+    now_ns = int(t_ns[-1]) if len(t_ns) else 0
+    origin = sim_origin(cfg, asset, int(t_ns[0]) if len(t_ns) else 0) if axis == SIM else 0
     events = events_for(cfg, feed, asset, now_ns - int(window_s * 1e9) if now_ns else 0)
     if not len(t_s):
         st.caption("No surprise yet: it needs the twin's predictions. Fault and anomaly markers still show.")
@@ -221,3 +248,4 @@ def render() -> None:
         st.info("No assets yet: nothing on the bus and nothing recorded. Start `twin up` or `twin sim`.")
         return
     live_panel(cfg, feed, asset)
+    context_panel(cfg, feed, asset)
