@@ -8,13 +8,19 @@ published is either stored or counted as shed, every event it published is store
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dbutil import postgres_schema
 from feedutil import Feed, Listener, cartpole_schema, count, feeding, rows, wait_until
 from workerutil import spawn, stop, wait_json
 
@@ -158,3 +164,142 @@ def test_database_outage_alarms_buffers_sheds_counted_and_flushes(
     assert {"db_unavailable", "db_available"} <= {
         name for (name,) in rows(worker_db, sa.select(EventRow.name).where(EventRow.source == "twin-1"))
     }
+
+
+class Gate:
+    """A TCP gate on a free loopback port in front of PostgreSQL: until :meth:`end` it accepts
+    every connection and closes it at once (the server is "down"); afterwards it forwards each
+    new connection to the server."""
+
+    def __init__(self, url: str) -> None:
+        real = sa.make_url(url)
+        self.target = (real.host or "127.0.0.1", real.port or 5432)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.1)
+        self.url = real.set(host="127.0.0.1", port=self.server.getsockname()[1]).render_as_string(
+            hide_password=False
+        )
+        self.opened = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="db-gate", daemon=True)
+
+    def begin(self) -> None:
+        self._thread.start()
+
+    def end(self) -> None:
+        self.opened.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.server.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            if not self.opened.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def absent_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[tuple[str, str, Any]]:
+    """(URL the worker is given, URL the test reads, what keeps it away until ``end()``): a new
+    SQLite file held by an exclusive transaction, or a PostgreSQL schema behind a closed gate."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'twin.sqlite'}"
+        yield url, url, Outage(url)
+        return
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        gate = Gate(url)
+        try:
+            yield gate.url, url, gate
+        finally:
+            gate.close()
+
+
+def test_database_unreachable_at_start_up_serves_alarms_buffers_and_flushes(
+    absent_db, tiny_model, bus_config, tmp_path
+):
+    """The worker starts while its database is away (migrations cannot run) and without
+    ``--model``: it loads the newest checkpoint file of the models folder instead of the
+    registry, raises the alarm, serves the bus, and once the database appears it migrates it and
+    writes everything it buffered."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_model, models / "cartpole-tiny-v1.pt")
+    worker_url, url, outage = absent_db
+    assets = ("pole-a", "pole-b")
+    args = [
+        "worker",
+        "--db",
+        worker_url,
+        "--source",
+        "twin-1",
+        "--calibration-steps",
+        "30",
+        "--db-lock-timeout",
+        "0.2",
+    ]
+    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in assets}
+    outage.begin()
+    with Listener(bus_config, ("pred.", "event.")) as heard, Publisher(bus_config, "feed") as pub:
+        worker = spawn(args, bus_config, tmp_path)
+        try:
+            try:
+                ready = wait_json(worker, "worker_ready")
+                assert ready["db_available"] is False and ready["models"] == ["cartpole-tiny:1"]
+                feed = Feed(pub, schemas)
+                feed.announce()
+                assert pub.wait_subscribed("obs.pole-a.", 10)
+                with feeding(feed, rate_hz=60):
+                    alarm = heard.wait_for(
+                        lambda: heard.events("twin-1", "db_unavailable"), 30, "the db_unavailable alarm"
+                    )[0]
+                    heard.wait_for(
+                        lambda: len(heard.predictions()) > 60, 60, "predictions without a database"
+                    )
+                    outage.end()
+                    back = heard.wait_for(
+                        lambda: heard.events("twin-1", "db_available"), 60, "the db_available event"
+                    )[0]
+                    more = len(heard.predictions())
+                    heard.wait_for(lambda: len(heard.predictions()) > more + 20, 30, "predictions afterwards")
+            finally:
+                outage.end()
+        finally:
+            out, err = stop(worker)
+        assert worker.returncode == 0, err[-3000:]
+
+    stopped = json.loads(next(line for line in out.splitlines() if '"worker_stopped"' in line))
+    store = stopped["store"]
+    assert store["outages"] == 1 and store["lost"] == 0, store
+    assert "ALARM database unavailable at start-up" in err
+    assert "using the file" in err
+    assert alarm.category == "error" and alarm.severity == "critical"
+    assert back.category == "marker" and back.params["outage_s"] > 0
+
+    # migrated once it appeared, and everything kept was written
+    shed = store["shed"].get("predictions", 0)
+    assert count(url, PredictionRow) + shed == stopped["predictions"]
+    published = {(e.topic, e.seq) for e in heard.events() if e.source == "twin-1"}
+    stored_events = set(rows(url, sa.select(EventRow.topic, EventRow.seq).where(EventRow.source == "twin-1")))
+    assert published <= stored_events

@@ -13,11 +13,11 @@ import signal
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from feedutil import Feed, Listener, cartpole_schema, count, feeding, rows, wait_until
+from feedutil import STEP_NS, Feed, Listener, cartpole_schema, count, feeding, rows, wait_until
 from workerutil import spawn, stop, wait_json
 
 from bridge import Observation, Publisher
-from twin.store.models import EventRow, LatentStateRow, MemoryRow, PredictionRow
+from twin.store.models import EventRow, LatentStateRow, MemoryRow, PredictionErrorRow, PredictionRow
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -42,6 +42,18 @@ def _predictions(url: str) -> dict[tuple[str, int], bytes]:
 
 def _event_keys(url: str) -> set[tuple]:
     return set(rows(url, sa.select(EventRow.source, EventRow.topic, EventRow.seq, EventRow.t_ns)))
+
+
+def _errors(url: str) -> dict[tuple[str, int, float], tuple[int, bytes]]:
+    """Stored prediction errors: (asset, origin_t_ns, horizon_s) -> (observed_t_ns, observed)."""
+    columns = (
+        PredictionErrorRow.asset,
+        PredictionErrorRow.origin_t_ns,
+        PredictionErrorRow.horizon_s,
+        PredictionErrorRow.observed_t_ns,
+        PredictionErrorRow.observed,
+    )
+    return {(a, o, h): (t, obs) for a, o, h, t, obs in rows(url, sa.select(*columns))}
 
 
 def _duplicates(url: str, table: type, *columns: str) -> list:
@@ -170,3 +182,98 @@ def test_kill_9_restart_resumes_exact_state_and_keeps_every_committed_row(
     assert _duplicates(worker_db, EventRow, "source", "topic", "seq", "t_ns") == []
     assert _duplicates(worker_db, LatentStateRow, "asset", "stream", "t_ns", "source") == []
     assert '"restored": 2' in out
+
+
+def test_predictions_pending_at_a_kill_are_resolved_after_the_restart(
+    worker_db, tiny_model, bus_config, tmp_path
+):
+    """The source pauses while its twin restarts (no frame is lost, none replayed): the errors of
+    the predictions the killed worker had stored but could not check yet (their targets lay
+    after its last frame) are stored by the restarted worker when those frames arrive, once."""
+    args = [
+        "worker",
+        "--model",
+        str(tiny_model),
+        "--db",
+        worker_db,
+        "--calibration-steps",
+        "30",
+        "--publish-hz",
+        "30",
+        "--snapshot-every",
+        "0.5",
+    ]
+    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ASSETS}
+    # the listener keeps the bus's obs. subscription while no worker runs
+    with Listener(bus_config, ("obs.",)), Publisher(bus_config, "feed") as pub:
+        feed = Feed(pub, schemas)
+        worker = spawn(args, bus_config, tmp_path)
+        try:
+            wait_json(worker, "worker_ready")
+            feed.announce()
+            assert pub.wait_subscribed("obs.pole-a.", 10)
+            with feeding(feed, rate_hz=60):
+                wait_until(
+                    lambda: all(
+                        count(worker_db, LatentStateRow, LatentStateRow.asset == a) >= 2 for a in ASSETS
+                    ),
+                    timeout_s=60,
+                    what="two committed snapshots per asset",
+                )
+            # the feed is paused; once the worker has stored its predictions from the last frame,
+            # kill -9
+            last_t = feed.t_ns(feed.step - 1)
+            wait_until(
+                lambda: count(worker_db, PredictionRow, PredictionRow.origin_t_ns == last_t) == len(ASSETS),
+                timeout_s=60,
+                what="predictions from the last frame before the pause, stored",
+            )
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+
+        # what the killed worker owed: stored predictions whose targets lie after its last frame
+        checked = set(
+            rows(
+                worker_db,
+                sa.select(
+                    PredictionErrorRow.asset, PredictionErrorRow.origin_t_ns, PredictionErrorRow.horizon_s
+                ),
+            )
+        )
+        owed = {
+            (asset, origin, horizon)
+            for asset, origin, horizons in rows(
+                worker_db, sa.select(PredictionRow.asset, PredictionRow.origin_t_ns, PredictionRow.horizons_s)
+            )
+            for horizon in horizons
+            if origin + round(horizon * 1e9) > last_t and (asset, origin, horizon) not in checked
+        }
+        assert {asset for asset, _, _ in owed} == set(ASSETS)
+        latest_target = max(origin + round(h * 1e9) for _, origin, h in owed)
+
+        worker = spawn(args, bus_config, tmp_path)
+        try:
+            ready = wait_json(worker, "worker_ready")
+            assert ready["restorable"] == sorted(ASSETS)
+            with feeding(feed, rate_hz=60):
+                wait_until(
+                    lambda: feed.t_ns(feed.step) > latest_target + 10 * STEP_NS, 60, "frames past the targets"
+                )
+                wait_until(lambda: owed <= _errors(worker_db).keys(), 60, "the owed errors stored")
+        finally:
+            _, err = stop(worker)
+        assert worker.returncode == 0, err[-3000:]
+
+    # each owed error compares the prediction with the very frame fed at its target time
+    sent = {(f.asset, f.t_ns): f.values for f in feed.sent}
+    stored = _errors(worker_db)
+    for key in owed:
+        asset, origin, horizon = key
+        observed_t, observed = stored[key]
+        assert abs(observed_t - (origin + round(horizon * 1e9))) <= STEP_NS // 2
+        assert np.frombuffer(observed, dtype="<f8").tolist() == sent[(asset, observed_t)].tolist()
+    assert _duplicates(worker_db, PredictionErrorRow, "asset", "stream", "origin_t_ns", "horizon_s") == []
+    assert _duplicates(worker_db, PredictionRow, "asset", "stream", "model", "origin_t_ns") == []

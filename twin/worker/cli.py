@@ -49,6 +49,28 @@ def worker_command(
     max_gap: Annotated[
         float, typer.Option(help="A longer silence in a stream refills its window first.")
     ] = 0.2,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="Online adaptation: fine-tune on recent nominal data, register, switch when better.",
+        ),
+    ] = False,
+    adapt_every: Annotated[
+        float, typer.Option(help="Seconds between adaptation jobs (at most one runs).")
+    ] = 60.0,
+    adapt_min_steps: Annotated[
+        int, typer.Option(help="Nominal control steps an asset needs before a job uses it.")
+    ] = 900,
+    adapt_buffer: Annotated[int, typer.Option(help="Recent nominal control steps kept per asset.")] = 3600,
+    adapt_steps: Annotated[int, typer.Option(help="Optimiser steps per adaptation job.")] = 200,
+    adapt_cpu: Annotated[
+        float, typer.Option(help="CPU budget of an adaptation job, as a fraction of one core.")
+    ] = 0.25,
+    adapt_guard: Annotated[
+        float, typer.Option(help="Seconds left out before and after every anomaly.")
+    ] = 2.0,
+    adapt_seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -56,7 +78,7 @@ def worker_command(
     from bridge import BusConfig
     from twin.logs import setup_logging
     from twin.store.writer import WriterConfig
-    from twin.worker.config import DetectorConfig, WorkerConfig
+    from twin.worker.config import AdaptConfig, DetectorConfig, WorkerConfig
     from twin.worker.service import run_worker
 
     setup_logging(verbose)
@@ -79,6 +101,17 @@ def worker_command(
                 calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
             ),
             writer=WriterConfig(overflow=overflow, queue_size=write_queue),  # type: ignore[arg-type]
+            adapt=AdaptConfig(
+                every_s=adapt_every,
+                min_steps=adapt_min_steps,
+                buffer_steps=adapt_buffer,
+                train_steps=adapt_steps,
+                cpu_fraction=adapt_cpu,
+                guard_s=adapt_guard,
+                seed=adapt_seed,
+            )
+            if adapt
+            else None,
         )
     except (TypeError, ValueError) as exc:
         typer.echo(f"twin worker: {exc}", err=True)
@@ -110,6 +143,8 @@ def worker_command(
             "db_errors": store.db_errors,
         },
     }
+    if stats.adapt is not None:
+        summary["adapt"] = stats.adapt
     typer.echo(json.dumps(summary))
 
 

@@ -71,6 +71,66 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptConfig:
+    """Online adaptation (see :mod:`twin.worker.adapt`).
+
+    Each asset keeps its last ``buffer_steps`` nominal control steps; a job starts at most every
+    ``every_s`` (wall clock; the first ``every_s`` after start-up) for a model whose assets have
+    ``min_steps`` eligible steps each. A job trains a copy for ``train_steps`` steps of ``batch``
+    windows (``rollout_steps`` unrolled steps, learning rate ``lr``, seeded by ``seed``) on the
+    oldest ``1 - holdout`` of each asset's steps, in a child process using at most
+    ``cpu_fraction`` of one core (duty cycle; one torch thread; ``nice`` added to its niceness),
+    killed after ``timeout_s``. The candidate replaces the model for an asset only if its
+    held-out error is below ``1 - min_improvement`` times the base model's. Steps are left out
+    while an anomaly lasts, from ``guard_s`` before its start to ``guard_s`` after its end, and
+    whenever the surprise score reaches ``alarm_level`` (1 = an alarm threshold).
+    """
+
+    every_s: float = 60.0
+    buffer_steps: int = 3600
+    min_steps: int = 900
+    holdout: float = 0.25
+    train_steps: int = 200
+    batch: int = 32
+    lr: float = 3e-4
+    rollout_steps: int = 10
+    cpu_fraction: float = 0.25
+    nice: int = 10
+    guard_s: float = 2.0
+    alarm_level: float = 1.0
+    min_improvement: float = 0.02
+    timeout_s: float = 600.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("buffer_steps", "min_steps", "train_steps", "batch", "rollout_steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"AdaptConfig.{name}={value!r} must be an integer >= 1")
+        if self.min_steps > self.buffer_steps:
+            raise ValueError(
+                f"AdaptConfig.min_steps={self.min_steps!r} must be <= buffer_steps={self.buffer_steps!r}"
+            )
+        for name in ("every_s", "lr", "timeout_s", "alarm_level"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"AdaptConfig.{name}={value!r} must be a positive number")
+        if not (isinstance(self.guard_s, (int, float)) and math.isfinite(self.guard_s) and self.guard_s >= 0):
+            raise ValueError(f"AdaptConfig.guard_s={self.guard_s!r} must be a number >= 0")
+        if not 0 < self.cpu_fraction <= 1:
+            raise ValueError(
+                f"AdaptConfig.cpu_fraction={self.cpu_fraction!r} must be in (0, 1] (of one core)"
+            )
+        for name in ("holdout", "min_improvement"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"AdaptConfig.{name}={getattr(self, name)!r} must be in (0, 1)")
+        if not isinstance(self.nice, int) or not 0 <= self.nice <= 19:
+            raise ValueError(f"AdaptConfig.nice={self.nice!r} must be an integer in [0, 19]")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"AdaptConfig.seed={self.seed!r} must be an integer >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """What ``twin worker`` runs.
 
@@ -84,7 +144,8 @@ class WorkerConfig:
     (None: no check, for simulations running faster than real time). ``max_gap_s``: a longer
     silence in an asset's stream (a restart, a paused feed) refills its window before the next
     prediction. ``db_lock_timeout_s``: how long a SQLite write waits for a lock held elsewhere
-    before the store counts the database as unavailable (and retries).
+    before the store counts the database as unavailable (and retries). ``adapt``: online
+    adaptation (None: off).
     """
 
     bus: BusConfig = field(default_factory=BusConfig)
@@ -103,6 +164,7 @@ class WorkerConfig:
     max_batch: int = 10_000
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     writer: WriterConfig = field(default_factory=lambda: WriterConfig(overflow="shed"))
+    adapt: AdaptConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.models, str) or isinstance(self.assets, str):

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,10 @@ BUS_REASONS = {"nan": "non_finite", "schema_mismatch": "bad_shape", "unknown_str
 """The subscriber's reasons for refusing a frame, as the worker's reasons."""
 
 
+def _target(pending: Pending) -> int:
+    return pending.target_t_ns
+
+
 @dataclass
 class WorkerStats:
     """What the loop did (read live or after :meth:`TwinWorker.run`)."""
@@ -55,6 +59,8 @@ class WorkerStats:
     """Bad input by reason (the same counter as :attr:`TwinWorker.rejected`)."""
     store: Any = None
     """The writer's :class:`~twin.store.writer.WriterStats` (set by the service at the end)."""
+    adapt: dict[str, Any] | None = None
+    """Online adaptation's summary (set by the service at the end; None: adaptation off)."""
 
 
 class TwinWorker:
@@ -86,6 +92,11 @@ class TwinWorker:
         self._reported: dict[tuple[str, str], tuple[float, int]] = {}
         self._announced: set[str] = set()
         self._pending_faults: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self.pending_restored: dict[str, list[Pending]] = {}
+        """Per asset, stored predictions whose errors were still due at the snapshot it resumes
+        from (set by the service): resolved when their target observations arrive."""
+        self.adaptation: Any = None
+        """Online adaptation (:class:`twin.worker.adapt.Adaptation`), set by the service; None: off."""
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event, duration_s: float | None = None) -> WorkerStats:
@@ -96,6 +107,8 @@ class TwinWorker:
             if first is not None:
                 self.handle([first, *self.subscriber.drain(self.config.max_batch)])
             self.report_bus_rejections()
+            if self.adaptation is not None:
+                self.adaptation.poll(self)
         self.snapshot_all("shutdown")
         return self.stats
 
@@ -208,6 +221,8 @@ class TwinWorker:
         asset.last_t_ns = asset.last_step_t_ns = int(row.t_ns)
         asset.detector = Detector.from_json(self.config.detector, asset.model.sensors, row.detector)
         asset.restored = True
+        pending = self.pending_restored.pop(asset.asset, [])
+        asset.pending = deque(sorted(pending, key=_target))
         self.stats.restored += 1
         self.emit(
             Event(
@@ -286,19 +301,24 @@ class TwinWorker:
         if asset.last_step_t_ns >= 0 and obs.t_ns - asset.last_step_t_ns < 0.75 * period:
             return None
         asset.push(values, obs.t_ns)
+        if self.adaptation is not None:
+            self.adaptation.frame(asset, obs.t_ns)
         self.resolve(asset, values, obs.t_ns, period)
         return asset if asset.ready else None
 
     def resync(self, asset: AssetState, t_ns: int) -> None:
         """After a gap in the stream, refill the window before stepping again: a window that
         spans the gap is not a history the model knows, and the predictions made before it can
-        no longer be checked. Calibration, CUSUM and EWMA are kept."""
+        no longer be checked (those whose target time is still ahead are). Calibration, CUSUM
+        and EWMA are kept."""
         gap_s = (t_ns - asset.last_step_t_ns) / 1e9
         log.info("%s: %.2f s gap in the stream: refilling the window before predicting", asset.asset, gap_s)
         self.stats.resyncs += 1
-        if asset.pending:
-            self.rejected["target_missed"] += len(asset.pending)
-            asset.pending.clear()
+        period = 1e9 / asset.model.control_hz
+        passed = [p for p in asset.pending if t_ns - p.target_t_ns > period]
+        if passed:  # their targets went by in the gap; later ones are still checked
+            self.rejected["target_missed"] += len(passed)
+            asset.pending = deque(p for p in asset.pending if t_ns - p.target_t_ns <= period)
         asset.filled = 0
         asset.predicted_z = asset.predicted_values = None
 
@@ -397,6 +417,8 @@ class TwinWorker:
                     asset.last_surprise = verdict.score
                     self.detect(asset, verdict)
                 self.outputs(asset, forecast, i)
+                if self.adaptation is not None:
+                    self.adaptation.observe(asset)
 
     def detect(self, asset: AssetState, verdict: Verdict) -> None:
         t = asset.last_step_t_ns
@@ -514,6 +536,8 @@ class TwinWorker:
         for k, h in enumerate(horizons):
             target = t + round(float(h) * 1e9)
             asset.pending.append(Pending(t, float(h), target, mean[k], low[k], high[k]))
+        if len(asset.pending) > len(horizons):  # resolve() takes them in target order
+            asset.pending = deque(sorted(asset.pending, key=_target))
 
     def publish_surprise(self, asset: AssetState, t: int) -> None:
         if asset.asset not in self._announced:

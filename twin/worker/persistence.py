@@ -17,7 +17,7 @@ import logging
 import queue
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,11 +69,21 @@ def event_op(event: Event, seq: int, source: str) -> RowOp:
 
 
 class WorkerWriter(BatchWriter):
-    """The store's batch writer applied to worker rows (same thread, queue, retry and alarm)."""
+    """The store's batch writer applied to worker rows (same thread, queue, retry and alarm).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``prepare`` (e.g. the migrations, when the database was unreachable at start-up) runs in
+    the writer thread before the first batch; while it raises "unavailable", batches are kept
+    and retried with the writer's back-off, alarm and bounded queue like any outage."""
+
+    def __init__(self, *args: Any, prepare: Callable[[], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._shed_at = max(1, int(self.config.queue_size * SHED_AT))
+        self._prepare = prepare
+
+    def mark_unavailable(self, error: BaseException) -> None:
+        """Record an outage that began before the first write (start-up): the alarm is logged now
+        and the loop publishes it; the recovery is logged at the first committed batch."""
+        self._outage(error)
 
     def submit(self, op: Any) -> bool:  # type: ignore[override]
         if not isinstance(op, RowOp):
@@ -101,6 +111,10 @@ class WorkerWriter(BatchWriter):
         return True
 
     def _write(self, batch: Sequence[Any]) -> None:
+        if self._prepare is not None:
+            self._prepare()  # raises while the database is unreachable: the batch is retried
+            self._prepare = None
+            log.info("database reachable: migrations applied; writing the buffered rows")
         rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for op in batch:
             rows[op.table].append(op.row)
@@ -131,3 +145,65 @@ def latest_states(engine: Engine, stream: str, assets: Sequence[str] = ()) -> di
         rows = list(session.execute(query.order_by(LatentStateRow.id)).scalars())
         session.expunge_all()
     return {row.asset: row for row in rows}
+
+
+PENDING_LOOKBACK_S = 120.0
+"""How far before a snapshot to look for predictions whose targets come after it."""
+
+
+def pending_predictions(engine: Engine, snapshots: dict[str, LatentStateRow]) -> dict[str, list[Any]]:
+    """Per asset, the stored predictions of the snapshot's model whose target times come after
+    the snapshot and whose errors are not stored yet, as :class:`~twin.worker.assets.Pending`
+    (one per horizon): what a killed worker still owed when it stopped. A restarted worker
+    resolves them when the observations at their targets arrive; the unique key of
+    ``prediction_errors`` keeps each error stored once."""
+    from twin.worker.assets import Pending
+
+    out: dict[str, list[Any]] = {}
+    lookback = round(PENDING_LOOKBACK_S * 1e9)
+    with Session(engine) as session:
+        for asset, snapshot in snapshots.items():
+            since = snapshot.t_ns - lookback
+            predictions = session.execute(
+                select(PredictionRow)
+                .where(
+                    PredictionRow.asset == asset,
+                    PredictionRow.stream == snapshot.stream,
+                    PredictionRow.model == snapshot.model,
+                    PredictionRow.origin_t_ns > since,
+                )
+                .order_by(PredictionRow.origin_t_ns)
+            ).scalars()
+            done = {
+                (origin, round(horizon * 1e9))
+                for origin, horizon in session.execute(
+                    select(PredictionErrorRow.origin_t_ns, PredictionErrorRow.horizon_s).where(
+                        PredictionErrorRow.asset == asset,
+                        PredictionErrorRow.stream == snapshot.stream,
+                        PredictionErrorRow.origin_t_ns > since,
+                    )
+                )
+            }
+            pending = []
+            for row in predictions:
+                horizons = [float(h) for h in row.horizons_s]
+                shape = (len(horizons), -1)
+                mean, low, high = (
+                    np.frombuffer(b, dtype="<f8").reshape(shape) for b in (row.mean, row.lower, row.upper)
+                )
+                for k, horizon in enumerate(horizons):
+                    target = row.origin_t_ns + round(horizon * 1e9)
+                    if target > snapshot.t_ns and (row.origin_t_ns, round(horizon * 1e9)) not in done:
+                        pending.append(
+                            Pending(
+                                row.origin_t_ns,
+                                horizon,
+                                target,
+                                mean[k].copy(),
+                                low[k].copy(),
+                                high[k].copy(),
+                            )
+                        )
+            if pending:
+                out[asset] = pending
+    return out
