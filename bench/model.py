@@ -1,6 +1,6 @@
 """World-model benchmark: JEPA vs baselines on held-out episodes, bands, action use, speed.
 
-    .venv/bin/python bench/model.py                 # cartpole, rotor, arm (up to ~25 min)
+    .venv/bin/python bench/model.py                 # cartpole, rotor, arm (~35-45 min)
     .venv/bin/python bench/model.py --quick         # cartpole, small budget (~2-3 min)
     .venv/bin/python bench/model.py --scene rotor   # one scene
     .venv/bin/python bench/model.py --ablation      # cartpole objective ablation (~15-25 min)
@@ -39,15 +39,17 @@ HORIZONS = ("1", "10", "50")
 
 
 def presets(quick: bool) -> dict[str, dict[str, Any]]:
-    """Per scene: episodes to generate and the run config (wall-clock guards keep the default run
-    near 25 minutes on a 2-core machine: JEPA <= 200 s, MLP and GRU <= 60 s each per scene)."""
+    """Per scene: episodes to generate and the run config. Wall-clock guards keep every scene
+    within the issue's 10 minutes of training on 2 cores (JEPA <= 480 s, MLP and GRU <= 60 s
+    each; ~35-45 min for the default run on a loaded machine). Every guard anneals the learning
+    rate by time too (``anneal_by_time``), so a run the guard stops ends at a low learning rate."""
     if quick:
-        train = TrainConfig(steps=800, eval_every=200, max_seconds=75)
-        base = TrainConfig(steps=600, eval_every=200, max_seconds=20)
+        train = TrainConfig(steps=800, eval_every=200, max_seconds=75, anneal_by_time=True)
+        base = TrainConfig(steps=600, eval_every=200, max_seconds=20, anneal_by_time=True)
         return {"cartpole": {"episodes": 120, "config": RunConfig(train=train, baseline_train=base)}}
-    jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=200)
-    base = TrainConfig(steps=2000, eval_every=250, max_seconds=60)
-    camera = TrainConfig(steps=2000, batch=32, eval_every=250, max_seconds=240)
+    jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=480, anneal_by_time=True)
+    base = TrainConfig(steps=2000, eval_every=250, max_seconds=60, anneal_by_time=True)
+    camera = TrainConfig(steps=2000, batch=32, eval_every=250, max_seconds=300, anneal_by_time=True)
     return {
         "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
         "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},

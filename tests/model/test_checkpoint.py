@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -104,7 +105,7 @@ def test_registry_round_trip(checkpoint, tmp_path):
     from sqlalchemy.orm import Session
 
     from twin.model.jobs import resolve
-    from twin.model.registry import find_model, next_version, register_model
+    from twin.model.registry import find_matching, find_model, next_version, register_model
     from twin.store import make_engine, upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
@@ -129,5 +130,22 @@ def test_registry_round_trip(checkpoint, tmp_path):
         assert find_model(session, "osc").version == 2
         assert find_model(session, "osc:1").metrics == {"v": 1}
         assert find_model(session, "nope") is None
+        # "trained by the same config": a config holding a tuple is found although JSON stores a list
+        config = {**checkpoint.config, "model": {**checkpoint.config["model"], "camera_only": ()}}
+        register_model(
+            session,
+            name="osc",
+            version=3,
+            scene="oscillator",
+            path=path,
+            schema={},
+            config=json.loads(json.dumps(config)),
+            lineage=checkpoint.lineage,
+            metrics={},
+        )
+        session.commit()
+        assert find_matching(session, "oscillator", config, checkpoint.lineage).version == 3
+        other = {**config, "seed": config["seed"] + 1}
+        assert find_matching(session, "oscillator", other, checkpoint.lineage) is None
     assert resolve("osc:1", engine) == path
     assert TwinModel.load("osc", engine=engine).history == 3

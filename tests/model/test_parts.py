@@ -19,6 +19,7 @@ from twin.model.losses import (
     vicreg_covariance,
     vicreg_variance,
 )
+from twin.model.train import TrainConfig, Trainer
 
 
 def small_model(f: FeatureMap, **kw) -> JepaWorldModel:
@@ -83,6 +84,21 @@ def test_configs_validate():
         ObjectiveConfig(ema_tau=1.0)
     with pytest.raises(ValueError, match="rollout_steps"):
         ObjectiveConfig(rollout_steps=0)
+
+
+@pytest.mark.parametrize("by_time", [False, True])
+def test_learning_rate_anneals_by_steps_or_by_the_time_budget(by_time):
+    config = TrainConfig(steps=1000, lr=1e-3, warmup=10, max_seconds=100.0, anneal_by_time=by_time)
+    trainer = Trainer(config, objective=None, train=None, validate=lambda: 0.0)  # type: ignore[arg-type]
+    assert trainer._lr(0) == pytest.approx(1e-4)  # warm-up
+    assert trainer._lr(999) == pytest.approx(5e-5, rel=1e-3)  # end of the cosine: 5% of lr
+    # A tenth of the steps done but the whole time budget used (a loaded machine): only the
+    # time-annealed schedule has come down to its floor.
+    late = trainer._lr(100, elapsed=100.0)
+    assert late == (pytest.approx(5e-5) if by_time else pytest.approx(trainer._lr(100)))
+    assert trainer._lr(100, elapsed=1.0) == pytest.approx(trainer._lr(100))  # early: by steps
+    if not by_time:
+        assert late > 9e-4
 
 
 def test_vicreg_terms_and_effective_rank():

@@ -52,10 +52,18 @@ class LatentPredictor(nn.Module):
         chunks = self.film(action).chunk(2 * (len(self.hidden) + 1), dim=-1)
         return a_in, tuple(m.contiguous() for m in chunks)
 
-    def step(self, z: torch.Tensor, a_in: torch.Tensor, mods: tuple[torch.Tensor, ...] | None):
-        """One step from a latent (B, D) and :meth:`condition` terms of one action (B, ...)."""
-        d = z.shape[-1]
-        h = functional.linear(z, self.inp.weight[:, :d]) + a_in
+    def step(
+        self,
+        z: torch.Tensor,
+        a_in: torch.Tensor,
+        mods: tuple[torch.Tensor, ...] | None,
+        w_z: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One step from a latent (B, D) and :meth:`condition` terms of one action (B, ...).
+        ``w_z``: the latent columns of the input layer, sliced once per rollout (each slice
+        costs a full-size zero-filled gradient in the backward pass)."""
+        w_z = self.inp.weight[:, : z.shape[-1]] if w_z is None else w_z
+        h = functional.linear(z, w_z) + a_in
         for i, layer in enumerate([None, *self.hidden]):
             if layer is not None:
                 h = layer(h)
@@ -70,9 +78,14 @@ class LatentPredictor(nn.Module):
     def unroll(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """z (B, D), embedded actions (B, H, E) -> latents (B, H, D) for t+1..t+H."""
         a_in, mods = self.condition(actions.transpose(0, 1).contiguous())  # time-major: contiguous steps
+        w_z = self.inp.weight[:, : z.shape[-1]]
+        # unbind, not a_in[k]: the backward of one unbind is one stack, that of H selects is H
+        # zero-filled full-size gradients
+        steps_in = a_in.unbind(0)
+        steps_mods = None if mods is None else list(zip(*(m.unbind(0) for m in mods), strict=True))
         out = []
         for k in range(actions.shape[1]):
-            z = self.step(z, a_in[k], None if mods is None else tuple(m[k] for m in mods))
+            z = self.step(z, steps_in[k], None if steps_mods is None else steps_mods[k], w_z)
             out.append(z)
         return torch.stack(out, dim=1)
 

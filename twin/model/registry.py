@@ -6,6 +6,7 @@ latest version), ``name:version``, or a checkpoint path.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def find_model(session: Session, ref: str) -> ModelRow | None:
 def find_matching(
     session: Session, scene: str, config: dict[str, Any], lineage: dict[str, Any]
 ) -> ModelRow | None:
-    """The newest model of ``scene`` trained with exactly this config on exactly this data."""
+    """The newest model of ``scene`` trained with exactly this config on exactly this data.
+    ``config`` is compared as stored (JSON: a tuple in it comes back as a list)."""
+    config = json.loads(json.dumps(config))
     rows = session.execute(
         select(ModelRow).where(ModelRow.scene == scene).order_by(ModelRow.id.desc())
     ).scalars()

@@ -4,7 +4,10 @@ Minibatches are drawn with a seeded ``torch.Generator``; the learning rate warms
 a cosine; every ``eval_every`` steps ``validate()`` is called (lower is better) and the best
 weights are kept; training stops early after ``patience`` evaluations without improvement, at
 ``steps``, or at ``max_seconds`` (a wall-clock guard: a run stopped by it is not reproducible,
-and the result says so).
+and the result says so). With ``anneal_by_time`` the cosine follows whichever is further along,
+the steps or the wall-clock budget, so a run the guard stops (a loaded machine) still ends at a
+low learning rate instead of being cut off near the peak; like the guard, it makes the run depend
+on the machine's speed (off by default: runs are deterministic under a seed).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class TrainConfig:
     patience: int = 4
     max_seconds: float = 480.0
     seed: int = 0
+    anneal_by_time: bool = False
+    """Cosine progress = max(step / steps, elapsed / max_seconds) (see the module docstring)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "patience"):
@@ -98,11 +103,15 @@ class Trainer:
         self.logger = logger
         self.progress = progress
 
-    def _lr(self, step: int) -> float:
+    def _lr(self, step: int, elapsed: float = 0.0) -> float:
+        """Learning rate at ``step`` (0-based) after ``elapsed`` seconds: linear warm-up, then a
+        cosine from ``lr`` to 5% of it over the steps (or the time budget, with ``anneal_by_time``)."""
         c = self.config
         if step < c.warmup:
             return c.lr * (step + 1) / c.warmup
         frac = (step - c.warmup) / max(1, c.steps - c.warmup)
+        if c.anneal_by_time:
+            frac = max(frac, elapsed / c.max_seconds)
         return c.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     def fit(self) -> TrainResult:
@@ -125,7 +134,7 @@ class Trainer:
             index = torch.randint(len(self.train), (c.batch,), generator=generator)
             total, stats = self.objective.loss(self.train.take(index))
             for group in optimiser.param_groups:
-                group["lr"] = self._lr(step - 1)
+                group["lr"] = self._lr(step - 1, time.perf_counter() - started)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(self.objective.parameters(), c.grad_clip)
