@@ -18,7 +18,8 @@ bare Streamlit page (one ``st.write``) served the same way.
 * ``ui_heavy_libraries``: which of torch and pybullet the ``twin ui`` process has mapped at the
   end (``/proc/<pid>/maps``), after every measured page ran in it: should be none.
 
-Prints a table and ends with one JSON line (also written to bench/results/ui.json).
+Prints a table and ends with one JSON line (also written to bench/results/ui.json), with the
+machine's 1-minute load average at the start and the end of the run beside the figures.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--keep-store", type=Path, help="keep the filled SQLite file here")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="jumeau-bench-ui-"))
     store = args.store or work / "jumeau.sqlite"
     url = f"sqlite:///{store}"
@@ -399,6 +401,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "app_rss_growth_mb": round(growth, 1),
         "still_live_at_end": still_live,
         "ui_heavy_libraries": heavy,
+        "load_average_1m": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "targets_met": bool(median["asset"] < 3 and update_hz >= 2),
     }
     rows_out = [

@@ -7,6 +7,7 @@ command prints ``{"event": "ui_ready", "url": ...}`` on stdout (what ``twin up``
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import logging
@@ -90,6 +91,12 @@ def preload_views(timeout_s: float = 60.0) -> None:
         started = time.perf_counter()
         for view in VIEWS:
             importlib.import_module(f"ui.views.{view}")
+        # Streamlit runs a full gc.collect(2) after every script run, fragment reruns included
+        # (three a second on the live page): scanning every object of plotly, pandas and
+        # SQLAlchemy each time was 60% of the process's CPU (py-spy). Freezing what the imports
+        # made moves it out of the collector's sight; what the sessions create is still collected.
+        gc.collect()
+        gc.freeze()
         log.info("dashboard pages preloaded in %.1f s", time.perf_counter() - started)
 
     threading.Thread(target=load, name="ui-preload", daemon=True).start()
@@ -129,11 +136,5 @@ def ui_command(
         "false",
         "--client.toolbarMode",
         "viewer",
-        # Streamlit runs a full gc.collect(2) after every script run, fragment reruns included:
-        # with plotly, pandas and SQLAlchemy loaded that was 60% of the process's CPU with the
-        # live page open (py-spy, 10 assets x 30 Hz). Python's own collector still runs, and
-        # bench/ui.py watches the process's memory.
-        "--runner.postScriptGC",
-        "false",
     ]
     streamlit_cli.main(prog_name="streamlit")

@@ -77,7 +77,7 @@ def start_up(home: Path) -> tuple[subprocess.Popen[str], str]:
             "--fault-at",
             os.environ.get("JUMEAU_E2E_FAULT_AT", "15"),
             "--duration",
-            "240",
+            os.environ.get("JUMEAU_E2E_DURATION", "240"),  # the docs run on a busy machine: longer
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -124,16 +124,31 @@ def predicted(driver) -> set[str] | None:
     return names if "predicted mean" in names else None
 
 
+CHARTS = """
+return Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => {
+  if (!p.__shot) { p.__shot = Math.random(); }
+  return p.__shot;
+});
+"""
+
+
 def shoot(driver, name: str, ready=None) -> None:
     time.sleep(1.0)  # let plotly finish its transitions
-    if ready is not None:  # a live chart being redrawn is blank for a moment: catch it drawn
-        wait(ready, 30, f"{name} drawn")
     folders = [ROOT / "artifacts" / "ui"]
     if os.environ.get("JUMEAU_E2E_DOCS"):  # the docs run replaces docs/img; CI runs leave it alone
         folders.append(ROOT / "docs" / "img")
+    for _ in range(5):
+        # Streamlit draws a live chart afresh on every update (a new plot element, blank until
+        # drawn): prefer a shot with the same drawn charts before and after it (a few tries)
+        if ready is not None:
+            wait(ready, 30, f"{name} drawn")
+        before = driver.execute_script(CHARTS)
+        png = driver.get_screenshot_as_png()
+        if ready is None or (driver.execute_script(CHARTS) == before and ready()):
+            break
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(folder / f"{name}.png"))
+        (folder / f"{name}.png").write_bytes(png)
 
 
 def test_twin_up_serves_a_live_dashboard(tmp_path):
@@ -175,7 +190,7 @@ def test_twin_up_serves_a_live_dashboard(tmp_path):
             wait(lambda: "stApp" in driver.page_source and "Running" not in driver.title, 30, page)
             time.sleep(3.0)
             assert "Traceback" not in driver.page_source and "stException" not in driver.page_source, page
-            shoot(driver, page)
+            shoot(driver, page, ready=(lambda: observed(driver)) if page == "history" else None)
         driver.get(f"{url}/")
         wait(lambda: "cartpole-1" in driver.page_source, 60, "the fleet table")
         time.sleep(3.0)
