@@ -65,9 +65,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "worker.json"
 DETAILS = ROOT / "bench" / "results" / "worker_details.json"
 FIGURE = ROOT / "docs" / "img" / "worker_detection.png"
-FAULT_S = 12.0
+ARMED_TO_FAULT_S = 2.0
+"""The fault comes this long after the detector is armed (calibration over)."""
 WINDOW_S = 5.0
+FULL = "twin (full: + open loop)"
+INFERRED = "twin, actions inferred"
 
+ONE_STEP = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 VARIANTS: dict[str, DetectorConfig] = {
     "latent only": DetectorConfig(statistics=("instant",), sensor_weight=0.0, latent_weight=1.0),
     "sensor residual": DetectorConfig(statistics=("instant", "peak"), latent_weight=0.0),
@@ -75,9 +79,13 @@ VARIANTS: dict[str, DetectorConfig] = {
     "+ jump": DetectorConfig(statistics=("instant", "peak", "jump")),
     "+ CUSUM": DetectorConfig(statistics=("instant", "peak", "jump", "cusum")),
     "+ EWMA": DetectorConfig(statistics=("instant", "peak", "jump", "cusum", "ewma")),
-    "twin (full: + stuck)": DetectorConfig(),
+    "+ stuck (one-step only)": DetectorConfig(statistics=ONE_STEP),
+    "open loop only": DetectorConfig(statistics=("horizon",)),
+    FULL: DetectorConfig(),
 }
-"""Ablations, each a :class:`DetectorConfig` the worker could run; the last is the default."""
+"""Ablations, each a :class:`DetectorConfig` the worker could run; the last is the default.
+Every variant sees the applied actions (as with a controller on the bus); the row
+:data:`INFERRED` runs the default detector on evidence computed with the actions inferred."""
 
 
 # --- live processes ------------------------------------------------------------------------------
@@ -257,9 +265,16 @@ def _finite(value: float) -> float | None:
 
 
 # --- detection -------------------------------------------------------------------------------------
+def fault_time_s(cfg: DetectorConfig, history: int) -> float:
+    """When the bench injects its faults: ``ARMED_TO_FAULT_S`` after calibration ends, whole s."""
+    armed = (history + 1 + cfg.warmup_steps + cfg.calibration_steps) / CONTROL_HZ
+    return float(np.ceil(armed + ARMED_TO_FAULT_S))
+
+
 def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) -> dict[str, Any]:
-    cfg = VARIANTS["twin (full: + stuck)"]
-    fault_step = round(FAULT_S * CONTROL_HZ)
+    cfg = VARIANTS[FULL]
+    fault_s = fault_time_s(cfg, model.history)
+    fault_step = round(fault_s * CONTROL_HZ)
     window = round(WINDOW_S * CONTROL_HZ)
     steps = fault_step + window
     calib = slice(cfg.warmup_steps + model.history, cfg.warmup_steps + model.history + cfg.calibration_steps)
@@ -270,9 +285,11 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         seed_list * (len(cases) + 1),
         steps,
         [None] * seeds + [c.spec for c in cases for _ in seed_list],
-        FAULT_S,
+        fault_s,
     )
-    evidence = replay_evidence(model, episodes.observed)
+    horizons = cfg.horizons
+    evidence = replay_evidence(model, episodes.observed, episodes.actions, horizons)
+    inferred = replay_evidence(model, episodes.observed, None, horizons)
     sim_s = time.perf_counter() - started
     nominal = slice(0, seeds)
     scores: dict[str, np.ndarray] = {}
@@ -280,6 +297,8 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     for name, variant in VARIANTS.items():
         found = replay_detector(evidence, variant, model.sensors, model.periods)
         scores[name], onsets[name] = found.score, found.onset
+    found = replay_detector(inferred, cfg, model.sensors, model.periods)
+    scores[INFERRED], onsets[INFERRED] = found.score, found.onset
     scores["zscore"] = zscore_scores(episodes.observed, calib)
     scores["mlp"] = mlp_scores(model, episodes.observed, episodes.actions, calib)
     table: dict[str, dict[str, float]] = {}
@@ -324,12 +343,14 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     fa_steps = round(fa_hours * 3600 * CONTROL_HZ / fa_runs)
     started = time.perf_counter()
     long_runs = simulate(list(range(5000, 5000 + fa_runs)), fa_steps, [None] * fa_runs, 0.0)
-    long_evidence = replay_evidence(model, long_runs.observed)
+    long_evidence = replay_evidence(model, long_runs.observed, long_runs.actions, horizons)
+    long_inferred = replay_evidence(model, long_runs.observed, None, horizons)
     fa: dict[str, float] = {}
     armed_from = calib.stop
     hours = fa_runs * (fa_steps - armed_from) / CONTROL_HZ / 3600
-    for name, variant in VARIANTS.items():
-        found = replay_detector(long_evidence, variant, model.sensors, model.periods)
+    for name, variant in [*VARIANTS.items(), (INFERRED, cfg)]:
+        source = long_inferred if name == INFERRED else long_evidence
+        found = replay_detector(source, variant, model.sensors, model.periods)
         fa[name] = round(float(found.onset[:, armed_from:].sum()) / hours, 3)
     fa_s = time.perf_counter() - started
     return {
@@ -339,7 +360,7 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         "nominal_hours": round(hours, 3),
         "episodes": len(episodes.observed),
         "seeds": seeds,
-        "fault_s": FAULT_S,
+        "fault_s": fault_s,
         "window_s": WINDOW_S,
         "episode_s": round(sim_s, 1),
         "false_alarm_run_s": round(fa_s, 1),
@@ -356,18 +377,19 @@ def figure(result: dict[str, Any], path: Path) -> None:
     table = result["auroc"]
     cases = result["cases"]
     names = list(table)
-    fig, ax = plt.subplots(figsize=(13, 5))
+    fig, ax = plt.subplots(figsize=(15, 5))
     width = 0.8 / len(names)
     x = np.arange(len(cases) + 1)
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))[: len(names)]
     for j, name in enumerate(names):
         values = [table[name][c] for c in cases] + [table[name]["all"]]
-        ax.bar(x + j * width - 0.4 + width / 2, values, width, label=name)
+        ax.bar(x + j * width - 0.4 + width / 2, values, width, label=name, color=colours[j])
     ax.axhline(0.95, color="k", lw=0.8, ls="--")
     ax.set_xticks(x, [*cases, "all"], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0.0, 1.01)
     ax.set_ylabel(f"AUROC (max score in {result['window_s']:.0f} s after the fault vs nominal twin)")
     ax.set_title("Fault detection on the cartpole: what each part of the twin's detector contributes")
-    ax.legend(fontsize=7, ncol=5, loc="lower center")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -402,24 +424,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--fa-hours", type=float, default=1.0)
     parser.add_argument("--fa-runs", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier when shared)")
     parser.add_argument("--skip-live", action="store_true")
     parser.add_argument("--skip-detection", action="store_true")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     adapter = ModelAdapter.load(args.model)
     model_path = checkpoint_path(args.model)
     result: dict[str, Any] = {"model": adapter.name}
     started = time.perf_counter()
     if not args.skip_detection:
         det = detection(adapter, args.seeds, args.fa_hours, args.fa_runs)
-        full, name = "twin (full: + stuck)", "twin"
+        full, name = FULL, "twin"
         print(
             f"\nDetection: {det['episodes']} episodes ({det['seeds']} seeds x {len(det['cases'])} faults"
             " + nominal twins), "
-            f"fault at {FAULT_S:.0f} s, window {WINDOW_S:.0f} s; "
+            f"fault at {det['fault_s']:.0f} s, window {WINDOW_S:.0f} s; "
             f"false alarms over {det['nominal_hours']} nominal hours"
         )
         header = (
-            f"{'detector':<22}"
+            f"{'detector':<26}"
             + "".join(f"{k:>10}" for k in ("all", "mass", "friction", "actuator", "drift", "stuck"))
             + f"{'delay s':>9}{'FA/h':>7}"
         )
@@ -432,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
             d = float("inf") if d is None else d
             fa = det["false_alarms_per_hour"].get(variant, float("nan"))
             print(
-                f"{variant:<22}{row['all']:>10.3f}"
+                f"{variant:<26}{row['all']:>10.3f}"
                 + "".join(f"{v:>10.3f}" for v in kinds)
                 + f"{d:>9.3f}{fa:>7.2f}"
             )

@@ -11,6 +11,7 @@ from twin.worker.detector import Detector, steady_rows, tail_threshold
 from twin.worker.surprise import Surprise
 
 SENSORS = ("a", "b", "c")
+STATS_NO_HORIZON = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 
 
 def _ar1(rng: np.random.Generator, n: int, rho: float = 0.5) -> np.ndarray:
@@ -135,3 +136,88 @@ def test_replay_raises_one_anomaly_per_episode_of_alarms_and_auroc_ranks():
     assert found.alarm[0, 350:360].all()
     assert auroc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
     assert auroc(np.array([1.0]), np.array([1.0])) == 0.5
+
+
+def _horizon_episode(seed: int, n: int, k: int = 3) -> np.ndarray:
+    """Open-loop residuals (n, K, S): autocorrelated, growing with the horizon, like a model's."""
+    rng = np.random.default_rng(1000 + seed)
+    return np.stack([_ar1(rng, n, rho=0.7) * (1 + j) for j in range(k)], axis=1)
+
+
+def _feed_h(detector: Detector, residual, latent, observed, horizons) -> list:
+    return [
+        detector.update(Surprise(residual[t], float(latent[t]), observed[t], horizons=horizons[t]))
+        for t in range(len(residual))
+    ]
+
+
+def test_open_loop_shift_below_every_one_step_threshold_is_caught_by_horizon():
+    config = DetectorConfig(calibration_steps=600)
+    n_cal = config.warmup_steps + config.calibration_steps
+    residual, latent, observed = _episode(7, n_cal + 900)
+    horizons = _horizon_episode(7, n_cal + 900)
+    horizons[n_cal + 300 :, 2, 0] += 0.4  # 2.7 nominal spreads of the longest horizon, one sensor
+    without = Detector(DetectorConfig(calibration_steps=600, statistics=STATS_NO_HORIZON), SENSORS)
+    with_h = Detector(config, SENSORS)
+    plain = _feed_h(without, residual, latent, observed, horizons)[n_cal:]
+    found = _feed_h(with_h, residual, latent, observed, horizons)[n_cal:]
+    assert with_h.h_centre is not None and without.h_centre is not None
+    # the one-step residuals do not move: no statistic without the open loop sees it
+    assert not any(v.alarm for v in plain)
+    assert not any(v.alarm for v in found[:300])  # nominal open loop: calibrated, quiet
+    first = next(i for i, v in enumerate(found) if v.alarm)
+    assert 300 <= first < 300 + 2 * DetectorConfig().horizon_window
+    assert found[first].reason == "horizon"
+
+
+def test_horizon_statistic_survives_json_and_missing_open_loop_is_ignored():
+    config = DetectorConfig(calibration_steps=400)
+    n = config.warmup_steps + config.calibration_steps + 40
+    residual, latent, observed = _episode(8, n + 30)
+    horizons = _horizon_episode(8, n + 30)
+    horizons[:25] = np.nan  # the first steps of an asset have no past to roll out from
+    detector = Detector(config, SENSORS)
+    _feed_h(detector, residual[:n], latent[:n], observed[:n], horizons[:n])
+    assert detector.h_centre is not None and len(detector.h_recent) == config.horizon_window
+    restored = Detector.from_json(config, SENSORS, detector.to_json())
+    a = _feed_h(detector, residual[n:], latent[n:], observed[n:], horizons[n:])
+    b = _feed_h(restored, residual[n:], latent[n:], observed[n:], horizons[n:])
+    assert [v.ratios["horizon"] for v in a] == pytest.approx([v.ratios["horizon"] for v in b])
+    assert all(v.ratios["horizon"] > 0 for v in a)
+    blind = Detector(config, SENSORS)  # no open-loop evidence at all: the statistic stays off
+    verdicts = _feed(blind, residual, latent, observed)
+    assert blind.h_centre is None and verdicts[-1].ratios["horizon"] == 0.0
+    short = Detector(DetectorConfig(calibration_steps=200), SENSORS)  # under 10 windows: off too
+    _feed_h(short, residual, latent, observed, horizons)
+    assert short.armed and short.h_centre is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first test of the session to need the tiny model trains it
+def test_live_open_loop_matches_the_batch_replay(tiny_model):
+    """The live loop's per-step :class:`OpenLoop` gives the same open-loop residuals as the
+    offline replay's batch computation, on a real model and a real simulated episode."""
+    from twin.worker.evaluation import simulate
+    from twin.worker.inference import ModelAdapter
+    from twin.worker.surprise import OpenLoop, open_loop_residuals
+
+    model = ModelAdapter.load(str(tiny_model))
+    episodes = simulate([3, 4], 40, [None, None], 0.0)
+    observed, actions = episodes.observed, episodes.actions
+    h, horizons = model.history, (1, 3, 7)
+    zs = np.full((2, 40, model.latent_dim), np.nan, dtype=np.float32)
+    for t in range(h - 1, 40):
+        zs[:, t] = model.encode(observed[:, t - h + 1 : t + 1])
+    batch = open_loop_residuals(model, zs, actions, observed, horizons)
+    loops = [OpenLoop(horizons), OpenLoop(horizons)]
+    live = np.full_like(batch, np.nan)
+    for t in range(h, 40):
+        for i, loop in enumerate(loops):
+            loop.push(zs[i, t - 1], actions[i, t - 1])
+        live[:, t] = OpenLoop.residuals(model, loops, observed[:, t], horizons)
+    assert np.isfinite(batch[:, h + 7 :]).all()
+    assert np.isnan(batch[:, : h - 1 + 3, 1]).all()  # no latent 3 steps back yet
+    np.testing.assert_allclose(live[:, h:], batch[:, h:], rtol=1e-4, atol=1e-4, equal_nan=True)
+    # the open loop's error grows with the horizon: it is a different, longer prediction
+    rms = np.sqrt(np.nanmean(batch[:, h + 7 :] ** 2, axis=(0, 1, 3)))
+    assert rms[2] > rms[0]

@@ -29,7 +29,7 @@ def worker_command(
     horizons: Annotated[str, typer.Option(help="Control steps ahead, comma separated.")] = "1,5,10,30",
     calibration_steps: Annotated[
         int, typer.Option(help="Nominal steps per asset that calibrate the detector.")
-    ] = 300,
+    ] = 900,
     false_alarm_rate: Annotated[
         float, typer.Option(help="Per-step false-alarm rate of the thresholds.")
     ] = 1e-3,

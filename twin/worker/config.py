@@ -23,11 +23,13 @@ class DetectorConfig:
     a stuck sensor. ``statistics``: those that may raise an alarm (all by default; fewer for
     ablations); ``sensor_weight`` and ``latent_weight`` weigh the two kinds of evidence in the
     combined score. ``clear_steps``: steps below every threshold before an anomaly is declared
-    over.
+    over. ``horizons``: control steps over which the worker re-predicts each reading open loop
+    (from the latent that many steps back, through the actions applied since; empty: off);
+    ``horizon_window``: steps the ``horizon`` statistic averages over.
     """
 
     warmup_steps: int = 10
-    calibration_steps: int = 300
+    calibration_steps: int = 900
     false_alarm_rate: float = 1e-3
     margin: float = 1.5
     cusum_k_quantile: float = 0.95
@@ -37,11 +39,13 @@ class DetectorConfig:
     ewma_sigmas: float = 6.0
     steady_factor: float = 3.0
     stuck_min_steps: int = 6
-    statistics: tuple[str, ...] = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
+    statistics: tuple[str, ...] = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
     clear_steps: int = 30
+    horizons: tuple[int, ...] = (5, 10, 20, 30)
+    horizon_window: int = 30
 
     def __post_init__(self) -> None:
-        for name in ("warmup_steps", "calibration_steps", "clear_steps", "stuck_min_steps"):
+        for name in ("warmup_steps", "calibration_steps", "clear_steps", "stuck_min_steps", "horizon_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"DetectorConfig.{name}={value!r} must be an integer >= 1")
@@ -61,7 +65,11 @@ class DetectorConfig:
         for name in ("ewma_sigmas", "steady_factor"):
             if not getattr(self, name) > 1:
                 raise ValueError(f"DetectorConfig.{name}={getattr(self, name)!r} must be > 1")
-        known = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
+        horizons = tuple(self.horizons)
+        if any(not isinstance(k, int) or k < 1 for k in horizons) or list(horizons) != sorted(set(horizons)):
+            raise ValueError(f"DetectorConfig.horizons={self.horizons!r} must be increasing integers >= 1")
+        object.__setattr__(self, "horizons", horizons)
+        known = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
         object.__setattr__(self, "statistics", tuple(self.statistics))
         unknown = [s for s in self.statistics if s not in known]
         if unknown or not self.statistics:

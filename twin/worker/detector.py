@@ -23,7 +23,17 @@ Statistics, each divided by its threshold (1 = alarm level; ``score`` is the lar
 * ``ewma``: per sensor, EWMAs of the signed ``u_s`` at two speeds (``ewma_lambda`` and a
   quarter of it), i.e. the mean residual over ~1 s and ~4 s: bias, drift;
 * ``stuck``: per sensor, the number of consecutive identical readings, against the longest run
-  seen in calibration; only for sensors that moved during calibration.
+  seen in calibration; only for sensors that moved during calibration;
+* ``horizon``: the open-loop residuals (:attr:`Surprise.horizons`: the reading re-predicted from
+  ``k`` steps back through the actions applied since, for each ``k`` of ``horizons``), each
+  calibrated per horizon and sensor (median, MAD) into units ``v``; per horizon and sensor, the
+  mean of ``v^2`` over the last ``horizon_window`` steps against its own threshold (the
+  ``1 - false_alarm_rate / (K S)`` quantile of its nominal values, extrapolated as above, times
+  ``margin``, and at least its nominal mean plus ``ewma_sigmas`` times the window mean's spread
+  from the long-run variance); the statistic is the largest ratio. A physical fault changes the dynamics by
+  little per step but the change accumulates over ``k`` steps; averaging over ~1 s removes the
+  model's own fast error, and each horizon and sensor against its own nominal level keeps a
+  fault that shows in one sensor at one horizon from being diluted by the others.
 
 The path statistics (CUSUM, EWMA) get thresholds from their nominal paths: ``margin`` times their
 peak, and at least a floor from their measured spread. The whole state is JSON
@@ -34,6 +44,7 @@ calibrated.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +56,10 @@ from twin.worker.surprise import Surprise
 _MAD = 1.4826
 BLOCK = 30
 """Calibration block (control steps) for finding the steady segment."""
-STATE_VERSION = 2
-STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
+MIN_WINDOWS = 10
+"""Fewest ``horizon_window`` spans of nominal open-loop evidence that arm the ``horizon`` statistic."""
+STATE_VERSION = 3
+STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
 
 
 @dataclass(slots=True)
@@ -158,6 +171,13 @@ class Detector:
         self.run = np.zeros(n, dtype=int)
         self.last_obs: np.ndarray | None = None
         self.kept = 0
+        self._calib_h: list[np.ndarray] = []
+        self.h_centre: np.ndarray | None = None
+        """(K * S,) centre and scale of the open-loop residuals; None: no open-loop evidence."""
+        self.h_scale: np.ndarray | None = None
+        self.h_threshold = np.ones(0)
+        """(K * S,) limit of each horizon and sensor's windowed mean of ``v^2``."""
+        self.h_recent: deque[np.ndarray] = deque(maxlen=config.horizon_window)
 
     @property
     def armed(self) -> bool:
@@ -175,8 +195,11 @@ class Detector:
             cfg.sensor_weight * np.mean(units[..., :s] ** 2, axis=-1) + cfg.latent_weight * units[..., s] ** 2
         )
 
-    def calibrate(self, evidence: np.ndarray, observed: np.ndarray | None = None) -> None:
-        """Set centre, scale and thresholds from nominal evidence (N, S + 1) and readings (N, S)."""
+    def calibrate(
+        self, evidence: np.ndarray, observed: np.ndarray | None = None, horizons: np.ndarray | None = None
+    ) -> None:
+        """Set centre, scale and thresholds from nominal evidence (N, S + 1), readings (N, S) and
+        open-loop residuals (N, K * S; NaN where unknown)."""
         cfg = self.config
         s = len(self.sensors)
         self.centre, self.scale = robust_scale(evidence)
@@ -218,7 +241,39 @@ class Detector:
             moving = longest < max(3, len(steady) // 20)
             limit = np.maximum(np.ceil((longest + 1) * cfg.margin), cfg.stuck_min_steps).astype(int)
             self.stuck_limit = np.where(moving, limit, 0)
+        self.h_centre = self.h_scale = None
+        if horizons is not None and len(horizons) == len(evidence):
+            self.calibrate_horizons(np.asarray(horizons, dtype=np.float64)[keep])
         self.reset_statistics()
+
+    def horizon_units(self, flat: np.ndarray) -> np.ndarray:
+        """Open-loop residuals (..., K * S) -> squared calibrated units ``v^2`` (..., K * S)."""
+        assert self.h_centre is not None and self.h_scale is not None
+        return ((flat - self.h_centre) / self.h_scale) ** 2
+
+    def calibrate_horizons(self, flat: np.ndarray) -> None:
+        """Centre, scale and thresholds of the ``horizon`` statistic from nominal open-loop
+        residuals (N, K * S); left off when fewer than half the steps have them all, or fewer than
+        :data:`MIN_WINDOWS` windows (a short calibration cannot show a windowed mean's tail)."""
+        cfg = self.config
+        rows = np.isfinite(flat).all(axis=1)
+        if rows.sum() < max(cfg.horizon_window * MIN_WINDOWS, len(flat) // 2):
+            return
+        self.h_centre, self.h_scale = robust_scale(flat[rows])
+        v2 = self.horizon_units(flat[rows])
+        w = cfg.horizon_window
+        kernel = np.ones(w) / w
+        rate = cfg.false_alarm_rate / v2.shape[1]
+        tails = np.array(
+            [
+                tail_threshold(np.convolve(v2[:, j], kernel, mode="valid"), rate) * cfg.margin
+                for j in range(v2.shape[1])
+            ]
+        )
+        # a few hundred steps hold few independent windows: at least the mean plus ewma_sigmas
+        # of the window mean's spread, from the long-run variance (v^2 is autocorrelated)
+        spread = np.sqrt(long_run_variance(v2) / w)
+        self.h_threshold = np.maximum(tails, v2.mean(axis=0) + cfg.ewma_sigmas * spread)
 
     def update(self, surprise: Surprise) -> Verdict:
         """Feed one step; the verdict says whether it is anomalous and which sensors contribute."""
@@ -242,15 +297,19 @@ class Detector:
             if self.last_obs is not None:
                 self.run = np.where(observed == self.last_obs, self.run + 1, 0)
             self.last_obs = observed
+        flat = None if surprise.horizons is None else np.asarray(surprise.horizons, np.float64).ravel()
         if not self.armed:
             if self.steps > cfg.warmup_steps:
                 self._calib.append(evidence)
                 if observed is not None:
                     self._calib_obs.append(observed)
+                if flat is not None:
+                    self._calib_h.append(flat)
                 if len(self._calib) >= cfg.calibration_steps:
                     obs = np.asarray(self._calib_obs) if len(self._calib_obs) == len(self._calib) else None
-                    self.calibrate(np.asarray(self._calib), obs)
-                    self._calib, self._calib_obs = [], []
+                    hor = np.asarray(self._calib_h) if len(self._calib_h) == len(self._calib) else None
+                    self.calibrate(np.asarray(self._calib), obs, hor)
+                    self._calib, self._calib_obs, self._calib_h = [], [], []
             return Verdict(0.0, False, reason="calibrating")
         units = self.units(evidence)
         c = float(self.combined(units))
@@ -267,6 +326,15 @@ class Detector:
         ewma_ratio = np.abs(self.ewma) / self.ewma_limit
         checked = self.stuck_limit > 0
         stuck_ratio = np.where(checked, self.run / np.maximum(self.stuck_limit, 1), 0.0)
+        horizon = 0.0
+        horizon_share = np.zeros(s)
+        known = self.h_centre is not None and flat is not None and flat.shape == self.h_centre.shape
+        if known and flat is not None and np.isfinite(flat).all():
+            self.h_recent.append(self.horizon_units(flat))
+            if len(self.h_recent) == self.h_recent.maxlen:
+                by = np.mean(self.h_recent, axis=0) / self.h_threshold
+                horizon = float(by.max())
+                horizon_share = by.reshape(-1, s).max(axis=0) ** 2  # per sensor, its worst horizon
         every = {
             "instant": c / self.c_threshold,
             "peak": peak / self.peak_threshold,
@@ -274,6 +342,7 @@ class Detector:
             "cusum": self.cusum / self.cusum_h,
             "ewma": float(ewma_ratio.max()),
             "stuck": float(stuck_ratio.max()),
+            "horizon": horizon,
         }
         ratios = {k: every[k] for k in cfg.statistics}
         instant = max(ratios.get("instant", 0.0), ratios.get("peak", 0.0))
@@ -286,10 +355,11 @@ class Detector:
             or ratios.get("cusum", 0.0) > 1.0
             or ratios.get("ewma", 0.0) > 1.0
             or ratios.get("stuck", 0.0) >= 1.0
+            or ratios.get("horizon", 0.0) > 1.0
         )
         reason = max(ratios, key=lambda k: ratios[k])
         shares = np.append(
-            units[:s] ** 2 / s + ewma_ratio.max(axis=0) ** 2 + stuck_ratio**2 + jumps**2,
+            units[:s] ** 2 / s + ewma_ratio.max(axis=0) ** 2 + stuck_ratio**2 + jumps**2 + horizon_share,
             cfg.latent_weight * units[s] ** 2,
         )
         total = float(shares.sum()) or 1.0
@@ -301,6 +371,7 @@ class Detector:
         """Start CUSUM and EWMA afresh (after an anomaly is declared over)."""
         self.cusum, self.above = 0.0, 0
         self.ewma = np.zeros((2, len(self.sensors)))
+        self.h_recent.clear()
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -308,6 +379,7 @@ class Detector:
             "steps": self.steps,
             "calib": [e.tolist() for e in self._calib],
             "calib_obs": [e.tolist() for e in self._calib_obs],
+            "calib_h": [np.where(np.isfinite(e), e, None).tolist() for e in self._calib_h],
             "run": self.run.tolist(),
             "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
@@ -331,6 +403,13 @@ class Detector:
                 above=self.above,
                 kept=self.kept,
             )
+            if self.h_centre is not None and self.h_scale is not None:
+                out.update(
+                    h_centre=self.h_centre.tolist(),
+                    h_scale=self.h_scale.tolist(),
+                    h_threshold=self.h_threshold.tolist(),
+                    h_recent=[v.tolist() for v in self.h_recent],
+                )
         return out
 
     @classmethod
@@ -344,6 +423,9 @@ class Detector:
         detector.steps = int(data.get("steps", 0))
         detector._calib = [np.asarray(e, dtype=f64) for e in data.get("calib", [])]
         detector._calib_obs = [np.asarray(e, dtype=f64) for e in data.get("calib_obs", [])]
+        detector._calib_h = [
+            np.array([np.nan if v is None else v for v in e], dtype=f64) for e in data.get("calib_h", [])
+        ]
         detector.run = np.asarray(data.get("run", detector.run), dtype=int)
         if data.get("last_obs") is not None:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
@@ -365,4 +447,9 @@ class Detector:
             detector.ewma = np.asarray(data["ewma"], dtype=f64)
             detector.above = int(data["above"])
             detector.kept = int(data.get("kept", 0))
+        if "h_centre" in data:
+            detector.h_centre = np.asarray(data["h_centre"], dtype=f64)
+            detector.h_scale = np.asarray(data["h_scale"], dtype=f64)
+            detector.h_threshold = np.asarray(data["h_threshold"], dtype=f64)
+            detector.h_recent.extend(np.asarray(v, dtype=f64) for v in data["h_recent"])
         return detector

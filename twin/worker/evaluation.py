@@ -63,7 +63,9 @@ larger magnitude each (the subtle mass and friction are the prototype's misses).
 
 @dataclass(frozen=True, slots=True)
 class Episodes:
-    """``observed`` (B, T, S) SI at 30 Hz, ``actions`` (B, T, A) applied after each reading."""
+    """``observed`` (B, T, S) SI at 30 Hz, ``actions`` (B, T, A) applied after each reading (the
+    mean of the controller's commands over the step: it runs at 60 Hz), as a controller on the
+    bus would publish them on ``act.<asset>.cmd``."""
 
     observed: np.ndarray
     actions: np.ndarray
@@ -94,11 +96,13 @@ def simulate(
                 scene.apply_fault(fault_from_dict({**spec, "at_s": fault_s}))
             for t in range(steps):
                 observed[i, t] = scene.observe()
+                applied = np.zeros(actions.shape[-1])
                 for k in range(ticks):
                     if k % every == 0:
                         scene.act(every / scene.schema().rate_hz)
+                    applied += scene.action
                     scene.world.step()
-                actions[i, t] = scene.action
+                actions[i, t] = applied / ticks  # the mean command over the step (60 Hz control)
             scene.pop_events()
     finally:
         scene.close()

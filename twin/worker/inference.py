@@ -110,6 +110,21 @@ class ModelAdapter:
         half = self.model.bands.half_width(scale, self.std)
         return BatchForecast(z, actions, latents.astype(np.float32), values, values - half, values + half)
 
+    def rollout_values(
+        self, z: np.ndarray, actions: np.ndarray, steps: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Open loop: latents (B, D) and the actions (B, k, A) SI applied since -> the sensor
+        values (B, S) SI predicted ``k`` steps later, or ``steps[b]`` (B,) steps later for each
+        row (its plan padded beyond that): the detector's multi-horizon evidence."""
+        latents = self.model.predict_latents(np.asarray(z, dtype=np.float32), actions)
+        last = latents[:, -1] if steps is None else latents[np.arange(len(latents)), np.asarray(steps) - 1]
+        return self.read(last)
+
+    def advance(self, z: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """One control step of open-loop rollouts: latents (N, D), actions (N, A) SI -> (N, D)."""
+        latents = self.model.predict_latents(np.asarray(z, dtype=np.float32), np.asarray(actions)[:, None])
+        return latents[:, 0].astype(np.float32)
+
     def read(self, latents: np.ndarray) -> np.ndarray:
         """Latents (..., D) -> sensor values (..., S) SI."""
         return self.model.read(latents)[0]

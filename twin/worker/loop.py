@@ -26,7 +26,7 @@ from twin.worker.detector import Detector, Verdict
 from twin.worker.inference import ModelAdapter
 from twin.worker.memory import memory_op
 from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64
-from twin.worker.surprise import Surprise, step_evidence
+from twin.worker.surprise import OpenLoop, Surprise, step_evidence
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class TwinWorker:
         self._reported: dict[tuple[str, str], tuple[float, int]] = {}
         self._announced: set[str] = set()
         self._pending_faults: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        self._open_loops: dict[str, OpenLoop] = {}
+        """Per asset, the open-loop rollouts in flight (the detector's multi-horizon evidence)."""
         self.pending_restored: dict[str, list[Pending]] = {}
         """Per asset, stored predictions whose errors were still due at the snapshot it resumes
         from (set by the service): resolved when their target observations arrive."""
@@ -393,6 +395,18 @@ class TwinWorker:
                     for a in group
                 ]
             )
+            horizons = self.config.detector.horizons
+            open_loop = None
+            if horizons:  # the latent k steps back rolled out through the actions applied since
+                loops = [self._open_loops.setdefault(a.asset, OpenLoop(horizons)) for a in group]
+                for i, (asset, loop) in enumerate(zip(group, loops, strict=True)):
+                    contiguous = loop.step == asset.step - 1 and loop.model is model
+                    if asset.z is None or asset.predicted_z is None or not contiguous:
+                        loop.clear()  # first step, a gap, coalesced frames, another model: start again
+                    else:  # z[t-1] and the action after it (on the bus, else inferred z[t-1] -> z[t])
+                        loop.push(asset.z, forecast.actions[i])
+                    loop.step, loop.model = asset.step, model
+                open_loop = OpenLoop.residuals(model, loops, windows[:, -1], horizons)
             self.stats.batches += 1
             for i, asset in enumerate(group):
                 self.stats.steps += 1
@@ -407,7 +421,14 @@ class TwinWorker:
                         asset.predicted_z,
                     )
                     verdict = asset.detector.update(
-                        Surprise(residual, float(latent), observed.copy(), asset.step, model.periods)
+                        Surprise(
+                            residual,
+                            float(latent),
+                            observed.copy(),
+                            asset.step,
+                            model.periods,
+                            None if open_loop is None else open_loop[i],
+                        )
                     )
                 asset.z = forecast.z[i]
                 asset.action = forecast.actions[i]

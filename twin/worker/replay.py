@@ -19,7 +19,7 @@ import numpy as np
 from twin.worker.config import DetectorConfig
 from twin.worker.detector import STATISTICS, Detector
 from twin.worker.inference import ModelAdapter
-from twin.worker.surprise import Surprise, step_evidence
+from twin.worker.surprise import Surprise, open_loop_residuals, step_evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ class Evidence:
     residual: np.ndarray
     latent: np.ndarray
     observed: np.ndarray
+    horizons: np.ndarray | None = None
+    """(B, T, K, S) open-loop residuals at the detector's horizons (None: not computed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +45,23 @@ class Detection:
     onset: np.ndarray
 
 
-def replay_evidence(model: ModelAdapter, observed: np.ndarray, held: np.ndarray | None = None) -> Evidence:
+def replay_evidence(
+    model: ModelAdapter,
+    observed: np.ndarray,
+    held: np.ndarray | None = None,
+    horizons: tuple[int, ...] = (),
+) -> Evidence:
     """Observations (B, T, S) SI at the model's control rate -> evidence, as the live loop computes
-    it. ``held`` (B, T, A): actions known on the bus (None: inferred, as with a sim that runs
-    its own controller)."""
+    it. ``held`` (B, T, A): the actions applied after each reading, as a controller publishes
+    them on the bus (None: inferred by inverse dynamics, as with a sim that runs its own
+    controller). ``horizons``: open-loop residuals at these horizons too (the latent ``k`` steps
+    back rolled out through the actions applied since, known or inferred)."""
     b, steps, s = observed.shape
     h = model.history
     residual = np.full((b, steps, s), np.nan)
     latent = np.full((b, steps), np.nan)
+    zs = np.full((b, steps, model.latent_dim), np.nan, dtype=np.float32)
+    applied = np.full((b, steps, model.n_actions), np.nan)
     z_prev = np.full((b, model.latent_dim), np.nan, dtype=np.float32)
     predicted_values = predicted_z = None
     for t in range(h - 1, steps):
@@ -61,9 +72,15 @@ def replay_evidence(model: ModelAdapter, observed: np.ndarray, held: np.ndarray 
             residual[:, t], latent[:, t] = step_evidence(
                 model.normalised_error, predicted_values, observed[:, t], forecast.z, predicted_z
             )
+            if held is None:  # inferred from z[t-1] -> z[t]: the action applied after t - 1
+                applied[:, t - 1] = forecast.actions
+        zs[:, t] = forecast.z
         z_prev = forecast.z
         predicted_values, predicted_z = forecast.values[:, 0], forecast.latents[:, 0]
-    return Evidence(residual, latent, observed)
+    if held is not None:
+        applied = np.asarray(held, dtype=np.float64)
+    open_loop = open_loop_residuals(model, zs, applied, observed, horizons) if horizons else None
+    return Evidence(residual, latent, observed, open_loop)
 
 
 def replay_detector(
@@ -90,7 +107,8 @@ def replay_detector(
                 float(evidence.latent[i, t]),
                 evidence.observed[i, t],
             )
-            surprise = Surprise(residual, latent, observed, periods=periods)
+            open_loop = None if evidence.horizons is None else evidence.horizons[i, t]
+            surprise = Surprise(residual, latent, observed, periods=periods, horizons=open_loop)
             verdict = detector.update(surprise)
             if not detector.armed or not verdict.ratios:
                 continue
