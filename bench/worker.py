@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -99,29 +100,56 @@ def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+_LINES: dict[int, queue.Queue[str | None]] = {}
+"""Per child (pid), its stdout lines, read by a thread: waiting for a line keeps its deadline."""
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    if proc.pid not in _LINES:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)  # end of output
+
+        threading.Thread(target=pump, daemon=True).start()
+        _LINES[proc.pid] = lines
+    return _LINES[proc.pid]
+
+
 def _json_line(proc: subprocess.Popen[str], event: str, timeout_s: float = 120.0) -> dict[str, Any]:
-    assert proc.stdout is not None
+    lines = _lines(proc)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None:
-                break
-            continue
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # later callers see the end too
+            break
         try:
             data = json.loads(line)
         except ValueError:
             continue
         if isinstance(data, dict) and data.get("event") == event:
             return data
-    raise RuntimeError(f"no {event} line from {proc.args} (rc={proc.poll()})")
+    raise RuntimeError(f"no {event} line from {proc.args} within {timeout_s} s (rc={proc.poll()})")
 
 
 def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
+    """Signal the child, wait for it, and return the rest of its output."""
     if proc.poll() is None:
         proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
-    return out
+    lines = _lines(proc)
+    proc.wait(timeout=60)
+    rest = []
+    while (line := lines.get(timeout=10)) is not None:
+        rest.append(line)
+    lines.put(None)
+    return "".join(rest)
 
 
 class PredictionClock:
