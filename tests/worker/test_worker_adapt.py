@@ -147,13 +147,13 @@ def test_adaptation_registers_a_better_version_and_never_uses_anomalous_steps(
                 wait_until(lambda a=asset: _armed(db, a), 300, f"{asset}'s detector armed")
                 first = feed.step + 20
                 feed.stuck[asset] = range(first, first + STUCK_STEPS)
+            # a job on too little data may not beat the base model (adaptation_rejected, nothing
+            # registered); the next one, on more, must
             outcome = heard.wait_for(
-                lambda: [e for e in heard.events() if e.name in ("model_adapted", "adaptation_rejected")],
-                timeout_s=240,
-                what="an adaptation outcome",
+                lambda: [e for e in heard.events() if e.name == "model_adapted"],
+                timeout_s=400,
+                what="an adapted model",
             )
-            names = [e.name for e in outcome]
-            assert names == ["model_adapted"] * len(outcome), [e.params for e in outcome]
             adapted = {e.asset: e for e in outcome}
             switched = sorted(adapted)[0]
             heard.wait_for(
@@ -182,8 +182,8 @@ def test_adaptation_registers_a_better_version_and_never_uses_anomalous_steps(
     assert event.params["asset_nrmse"] < event.params["asset_base_nrmse"]
 
     # registered as version 2 of the same name, with what it learnt from
-    (row,) = rows(db, sa.select(ModelRow).where(ModelRow.name == "cartpole-tiny"))
-    assert row.version == 2 and Path(row.path).exists()
+    (row,) = rows(db, sa.select(ModelRow).where(ModelRow.name == "cartpole-tiny", ModelRow.version == 2))
+    assert Path(row.path).exists()
     assert row.lineage["source"] == "online_adaptation"
     assert row.lineage["adapted_from"] == "cartpole-tiny:1"
     figures = row.metrics["adapt"]
