@@ -382,11 +382,12 @@ def surprise_history(
 @st.cache_data(ttl=10, show_spinner=False)
 @guarded
 def error_table(url: str, asset: str, stream: str, t0_ns: int, t1_ns: int) -> pd.DataFrame:
-    """Per horizon: how many predictions came due, their mean normalised RMSE and band coverage
-    (from the worker's ``prediction_errors``)."""
+    """Per model and horizon: how many predictions came due, their mean normalised RMSE and band
+    coverage (from the worker's ``prediction_errors``)."""
     e = m.PredictionErrorRow
     query = (
         sa.select(
+            e.model,
             e.horizon_s,
             sa.func.count().label("n"),
             sa.func.avg(e.nrmse).label("mean_nrmse"),
@@ -394,8 +395,8 @@ def error_table(url: str, asset: str, stream: str, t0_ns: int, t1_ns: int) -> pd
             sa.func.avg(sa.case((e.in_band, 1.0), else_=0.0)).label("coverage"),
         )
         .where(e.asset == asset, e.stream == stream, e.target_t_ns >= t0_ns, e.target_t_ns <= t1_ns)
-        .group_by(e.horizon_s)
-        .order_by(e.horizon_s)
+        .group_by(e.model, e.horizon_s)
+        .order_by(e.model, e.horizon_s)
     )
     with engine(url).connect() as connection:
         return pd.DataFrame(connection.execute(query).mappings().all())

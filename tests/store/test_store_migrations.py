@@ -53,6 +53,48 @@ def test_prediction_key_migration_keeps_rows_both_ways(store_url: str) -> None:
         engine.dispose()
 
 
+def test_prediction_error_model_migration_fills_the_model_and_keeps_rows_both_ways(store_url: str) -> None:
+    """0006 puts the model in the prediction_errors key, filling it for stored rows from the
+    prediction each resolves; two models' errors then coexist; downgrading keeps the first-stored
+    error of each (asset, stream, origin, horizon)."""
+    engine = make_engine(store_url)
+    prediction = sa.text(
+        "INSERT INTO predictions (asset, stream, origin_t_ns, model, source, horizons_s, level, mean,"
+        " lower, upper) VALUES ('pole', 'state', :t, 'a:1', 'worker', '[0.1]', 0.9, :b, :b, :b)"
+    )
+    columns = (
+        "asset, stream, origin_t_ns, horizon_s, target_t_ns, observed_t_ns, predicted, observed, error,"
+        " nrmse, in_band"
+    )
+    values = "'pole', 'state', :t, 0.1, :t, :t, :b, :b, :b, 0.5, :ok"
+    try:
+        upgrade(engine, "0005")
+        with engine.begin() as connection:
+            connection.execute(prediction, [{"t": t, "b": b"\0" * 8} for t in range(2)])
+            connection.execute(
+                sa.text(f"INSERT INTO prediction_errors ({columns}) VALUES ({values})"),
+                [{"t": t, "b": b"\0" * 8, "ok": True} for t in range(3)],  # t=2: its prediction is gone
+            )
+        upgrade(engine)
+        assert schema_differences(engine) == []
+        second = sa.text(f"INSERT INTO prediction_errors (model, {columns}) VALUES ('b:1', {values})")
+        with engine.begin() as connection:
+            filled = connection.execute(sa.text("SELECT origin_t_ns, model FROM prediction_errors")).all()
+            assert sorted(filled) == [(0, "a:1"), (1, "a:1"), (2, "")]
+            connection.execute(second, [{"t": t, "b": b"\0" * 8, "ok": False} for t in range(3)])
+            with pytest.raises(sa.exc.IntegrityError), connection.begin_nested():
+                connection.execute(second, {"t": 0, "b": b"\0" * 8, "ok": False})
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0005")
+        with engine.connect() as connection:
+            kept = connection.execute(sa.text("SELECT origin_t_ns, in_band FROM prediction_errors")).all()
+        assert sorted((t, bool(ok)) for t, ok in kept) == [(0, True), (1, True), (2, True)]
+    finally:
+        engine.dispose()
+
+
 def test_sqlite_engine_is_wal_with_foreign_keys(tmp_path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}", busy_timeout_ms=1234)
     try:

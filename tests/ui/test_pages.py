@@ -191,13 +191,22 @@ def second_model(ui_env) -> str:
             for r in rows
         ]
     assert ops
+    for r in rows[:5]:  # both models' errors at the same (origin, horizon): the key keeps both
+        for model, nrmse in ((MODEL, 0.25), (SECOND_MODEL, 0.75)):
+            error = {
+                "asset": r.asset, "stream": r.stream, "model": model, "origin_t_ns": r.origin_t_ns,
+                "horizon_s": 0.1, "target_t_ns": r.origin_t_ns + 100_000_000,
+                "observed_t_ns": r.origin_t_ns + 100_000_000, "predicted": r.mean[:32],
+                "observed": r.mean[:32], "error": bytes(32), "nrmse": nrmse, "in_band": model == MODEL,
+            }  # fmt: skip
+            ops.append(RowOp("prediction_errors", error))
     with WorkerWriter(ui_env.engine, WriterConfig(flush_interval_s=0.01)) as writer:
         assert all(writer.submit(op) for op in ops)
     with ui_env.engine.connect() as connection:
         stored = connection.execute(
             sa.select(sa.func.count()).where(PredictionRow.model == SECOND_MODEL)
         ).scalar()
-    assert stored == len(ops)  # same (asset, stream, origin) as MODEL's: both are kept
+    assert stored == len(rows)  # same (asset, stream, origin) as MODEL's: both are kept
     st.cache_data.clear()  # the pages' queries cache for 10 s: see the new rows now
     return SECOND_MODEL
 
@@ -228,6 +237,21 @@ def test_history_compares_two_models_on_one_timeline_with_per_horizon_errors(ui_
     assert (a < 0.25).any(), errors  # where A is that close, the check above tells B from A
     rmse = next(c for c in charts(at) if "RMSE (in each sensor's unit)" in axis_titles(c))
     assert any(n.startswith(second_model) for n in trace_names(rmse))
+
+
+def test_history_error_table_keeps_each_models_stored_errors_apart(ui_env, second_model):
+    at = app("pages/history.py")
+    at.selectbox(key="history-episode").set_value(
+        next(o for o in at.selectbox(key="history-episode").options if f" {ASSET} " in o)
+    ).run()
+    assert not at.exception, at.exception
+    table = next(f.value for f in at.dataframe if "mean_nrmse" in f.value.columns)
+    by_model = table[table["horizon_s"] == 0.1].set_index("model")
+    assert set(by_model.index) == {MODEL, second_model}
+    assert by_model.loc[MODEL, "n"] == by_model.loc[second_model, "n"] == 5
+    assert by_model.loc[MODEL, "mean_nrmse"] == pytest.approx(0.25)
+    assert by_model.loc[second_model, "mean_nrmse"] == pytest.approx(0.75)
+    assert by_model.loc[MODEL, "coverage"] == 1.0 and by_model.loc[second_model, "coverage"] == 0.0
 
 
 def test_history_travels_to_an_event(ui_env):

@@ -265,16 +265,19 @@ class PredictionErrorRow(Base):
 
     ``predicted``, ``observed``, ``error`` (= observed - predicted, angles wrapped) are (S,)
     float64 SI; ``nrmse`` the RMS of the error over sensors in training standard deviations;
-    ``in_band`` whether every sensor fell inside the band."""
+    ``in_band`` whether every sensor fell inside the band; ``model`` the registry name
+    (``name:version``) of the model that predicted. Unique per (asset, stream, model, origin_t_ns,
+    horizon_s): stored once whatever the retries, and two models on one asset keep both."""
 
     __tablename__ = "prediction_errors"
     __table_args__ = (
-        UniqueConstraint("asset", "stream", "origin_t_ns", "horizon_s"),
+        UniqueConstraint("asset", "stream", "model", "origin_t_ns", "horizon_s"),
         Index("ix_prediction_errors_asset_t_ns", "asset", "target_t_ns"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     asset: Mapped[str] = mapped_column(String(64))
     stream: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200), server_default="")
     origin_t_ns: Mapped[int] = mapped_column(BigInteger)
     horizon_s: Mapped[float] = mapped_column(Float)
     target_t_ns: Mapped[int] = mapped_column(BigInteger)

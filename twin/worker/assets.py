@@ -22,6 +22,8 @@ class Pending:
     predicted: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    model: str = ""
+    """The registry name (``name:version``) of the model that made the prediction."""
 
 
 @dataclass(slots=True)

@@ -556,7 +556,7 @@ class TwinWorker:
         self.store(RowOp("predictions", row))
         for k, h in enumerate(horizons):
             target = t + round(float(h) * 1e9)
-            asset.pending.append(Pending(t, float(h), target, mean[k], low[k], high[k]))
+            asset.pending.append(Pending(t, float(h), target, mean[k], low[k], high[k], model.name))
         if len(asset.pending) > len(horizons):  # resolve() takes them in target order
             asset.pending = deque(sorted(asset.pending, key=_target))
 
@@ -592,6 +592,7 @@ class TwinWorker:
             row = {
                 "asset": asset.asset,
                 "stream": asset.stream,
+                "model": p.model,
                 "origin_t_ns": p.origin_t_ns,
                 "horizon_s": p.horizon_s,
                 "target_t_ns": p.target_t_ns,

@@ -180,6 +180,7 @@ def pending_predictions(engine: Engine, snapshots: dict[str, LatentStateRow]) ->
                     select(PredictionErrorRow.origin_t_ns, PredictionErrorRow.horizon_s).where(
                         PredictionErrorRow.asset == asset,
                         PredictionErrorRow.stream == snapshot.stream,
+                        PredictionErrorRow.model == snapshot.model,
                         PredictionErrorRow.origin_t_ns > since,
                     )
                 )
@@ -202,6 +203,7 @@ def pending_predictions(engine: Engine, snapshots: dict[str, LatentStateRow]) ->
                                 mean[k].copy(),
                                 low[k].copy(),
                                 high[k].copy(),
+                                row.model,
                             )
                         )
             if pending:

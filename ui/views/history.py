@@ -138,8 +138,9 @@ def error_statistics(url, tables, asset, stream, t0, t1, preds, t_ns, values, se
         if not table.empty:
             st.dataframe(table, hide_index=True, key="history-error-table")
             st.caption(
-                "From the worker's `prediction_errors`: normalised RMSE in training standard deviations "
-                "(every model that predicted this stream: that table does not record the model)."
+                "From the worker's `prediction_errors`, per model and horizon: normalised RMSE in "
+                "training standard deviations; coverage: the share of due predictions whose band held "
+                "every sensor."
             )
     stats = horizon_errors(preds, t_ns, values)
     if not stats:
