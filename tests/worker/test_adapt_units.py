@@ -93,6 +93,34 @@ def test_data_overlapping_a_flagged_anomaly_is_refused(tmp_path):
     assert not adaptation.flagged_overlap("b", [[0, 10**12]])
 
 
+def test_a_job_needs_fresh_data_and_no_anomaly_in_progress(tmp_path):
+    """A job on the data of the previous one would register the same model again (seen as v6,
+    v8, v10 while an asset stayed in an anomaly): it waits for ``min_steps`` newer steps."""
+    from types import SimpleNamespace
+
+    adaptation = Adaptation(AdaptConfig(guard_s=0.0, min_steps=10, buffer_steps=100), None, tmp_path)
+    buffer = adaptation.buffers["a"] = NominalBuffer(100)
+    asset = SimpleNamespace(asset="a", anomaly=None)
+
+    def fill(steps: range) -> None:
+        for k in steps:
+            buffer.add(k * STEP, k, _obs(k), _act(k), True, MAX_DT)
+
+    fill(range(0, 9))
+    assert adaptation.ready([asset]) == {}  # 8 transitions: fewer than min_steps
+    fill(range(9, 20))
+    data = adaptation.ready([asset])
+    assert sum(s.steps for s in data["a"]) == 19
+    adaptation._used["a"] = max(int(s.t_ns[-1]) for s in data["a"])  # what _start records
+    assert adaptation.ready([asset]) == {}  # the same data again: no job
+    fill(range(20, 29))
+    assert adaptation.ready([asset]) == {}  # 9 newer steps: not yet
+    fill(range(29, 31))
+    assert sum(s.steps for s in adaptation.ready([asset])["a"]) == 30
+    asset.anomaly = object()
+    assert adaptation.ready([asset]) == {}
+
+
 _BUDGET_PROBE = """
 import json, time
 from twin.worker.adapt import CpuBudget

@@ -527,6 +527,8 @@ class Adaptation:
         self._next_start = time.monotonic() + config.every_s
         self._rotation = 0
         self._guard_ns = round(config.guard_s * 1e9)
+        self._used: dict[str, int] = {}
+        """Per asset, the newest step time the last job on it trained or evaluated on."""
 
     # --- data ----------------------------------------------------------------------------------
     def frame(self, asset: AssetState, t_ns: int) -> None:
@@ -629,6 +631,23 @@ class Adaptation:
                 return True
         return False
 
+    def ready(self, group: list[AssetState]) -> dict[str, list[Segment]]:
+        """Per asset of ``group`` that a job may train on now, its eligible segments: it has
+        ``min_steps`` eligible steps, at least ``min_steps`` of them newer than the data of the
+        previous job on it (a job on the same data would register the same model again), and no
+        anomaly in progress (its steps since the anomaly's start are being purged, and the asset
+        would not be switched anyway)."""
+        data = {}
+        for asset in group:
+            if asset.anomaly is not None or len(self.buffers.get(asset.asset, ())) < self.config.min_steps:
+                continue
+            segments = self.eligible(asset.asset)
+            used = self._used.get(asset.asset, -1)
+            fresh = sum(int(np.count_nonzero(s.t_ns[1:] > used)) for s in segments)
+            if sum(s.steps for s in segments) >= self.config.min_steps and fresh >= self.config.min_steps:
+                data[asset.asset] = segments
+        return data
+
     # --- jobs -----------------------------------------------------------------------------------
     def _poll(self, worker: TwinWorker) -> None:
         """Start a job when one is due; take a finished job's result (and switch assets)."""
@@ -645,13 +664,7 @@ class Adaptation:
         ordered = sorted(groups.values(), key=lambda g: g[0].model.name)
         for k in range(len(ordered)):
             group = ordered[(self._rotation + k) % len(ordered)]
-            data = {}
-            for asset in group:
-                if len(self.buffers.get(asset.asset, ())) < self.config.min_steps:
-                    continue
-                segments = self.eligible(asset.asset)
-                if sum(s.steps for s in segments) >= self.config.min_steps:
-                    data[asset.asset] = segments
+            data = self.ready(group)
             if data:
                 self._next_start = now + self.config.every_s
                 self._rotation = (self._rotation + k + 1) % len(ordered)
@@ -675,6 +688,8 @@ class Adaptation:
         # the pipe holds ~64 kB: sending from the loop would block it until the child, still
         # importing torch, reads; a thread sends instead (the child answers only after reading)
         threading.Thread(target=_send, args=(parent, job), name="twin-adapt-send", daemon=True).start()
+        for name, segments in data.items():
+            self._used[name] = max(int(s.t_ns[-1]) for s in segments)
         self.job = _Job(base, sorted(data), process, parent, time.monotonic())
         self.stats.jobs += 1
         steps = {a: sum(s.steps for s in segs) for a, segs in data.items()}
