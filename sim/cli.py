@@ -78,6 +78,10 @@ def sim_command(
         typer.Option(help="Scheduler slice to ask for in --realtime, us (Linux >= 6.12; 0: default)."),
     ] = 100,
     source: Annotated[str, typer.Option(help="Source id on the bus (unique per sim process).")] = "sim",
+    publish_actions: Annotated[
+        bool,
+        typer.Option(help="Publish each asset's held action on act.<asset>.applied before each observation."),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Simulate assets in PyBullet and publish them on the bus (obs.<asset>.state/camera)."""
@@ -109,6 +113,7 @@ def sim_command(
             rt_priority=rt_priority,
             rt_slice_us=rt_slice_us,
             source=source,
+            publish_actions=publish_actions,
         )
         stats = run_sim(
             config, BusConfig.from_env(), stop, on_ready=lambda info: typer.echo(json.dumps(info))

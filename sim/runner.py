@@ -7,7 +7,13 @@ Topics (``<asset>`` is ``<scene>-<k>``, e.g. ``cartpole-0``):
 * ``obs.<asset>.camera``: (H, W, 3) uint8 at ``camera_hz``; ``obs.<asset>.depth`` if enabled;
 * ``event.<asset>.fault``: each fault as it begins/ends (params carry ``sim_time_s``);
 * ``event.<asset>.error``: rejected bus actions (wrong shape, out of bounds, NaN);
-* ``act.<asset>.cmd``: actions the sim obeys with ``controller="bus"``.
+* ``act.<asset>.cmd``: actions the sim obeys with ``controller="bus"`` (other streams under
+  ``act.`` are not commands and are ignored);
+* ``act.<asset>.applied`` (``publish_actions``, on by default): the action each asset holds from
+  this observation on (its controller's command, or the bus command, saturated at the actuator
+  bounds; before actuator faults weaken it), published at the state rate just before the
+  observation with the same ``t_ns``. A twin that hears it knows the applied actions instead of
+  inferring them.
 
 Timestamps (``t_ns``) are simulated time: the wall clock at start plus ticks / rate, so fast
 runs keep consistent sample spacing. Assets are staggered across ticks (asset k controls and
@@ -17,6 +23,10 @@ Episodes: before the first tick every asset publishes ``Event(category="marker",
 name="episode_start", params={"scene", "seed", "controller", ...})`` on ``event.<asset>.marker``
 and, when the run stops cleanly (stop event or duration), ``episode_end``; ``twin record``
 labels its episodes with them.
+
+Order within a tick: control (the scenes whose turn it is), then publish what is due after the
+previous tick (applied actions, then observations), then step the physics; an observation's
+controller command is thus known, and published, before the observation itself.
 
 Hot path: in fast mode the loop goes from boundary to boundary (a tick where some asset
 controls or publishes) and steps the ticks between in a bare loop (:meth:`World.step_many`);
@@ -89,6 +99,8 @@ class SimConfig:
     options: dict[str, Any] = field(default_factory=dict)
     faults: tuple[tuple[str, Fault], ...] = ()
     source: str = "sim"
+    publish_actions: bool = True
+    """Publish each asset's held action on ``act.<asset>.applied`` before each observation."""
     rt_priority: int = 0
     """SCHED_FIFO priority (1-99) for real-time runs; 0: the normal scheduler."""
     rt_slice_us: int = 100
@@ -328,7 +340,7 @@ class SimRunner:
         if self.actions is None:
             return
         for message in self.actions.drain(1000):
-            if not isinstance(message, Action):
+            if not isinstance(message, Action) or message.stream != "cmd":
                 continue
             scene = self.by_asset.get(message.asset)
             if scene is None:
@@ -374,13 +386,15 @@ class SimRunner:
 
     # --- the loop ------------------------------------------------------------------------------
     def tick(self, tick: int) -> None:
-        """One physics tick of every world, with control before and publishing after."""
+        """One physics tick of every world: control, publish what the previous tick made due,
+        step."""
         group = self.control_groups[tick % self.control_dec]
         if group:
             self.control(group)
+        if tick:
+            self.publish_after(tick)
         for world in self.worlds:
             world.step()
-        self.publish_after(tick + 1)
 
     def control(self, group: list[BaseScene]) -> None:
         """The controls due before this tick (``group``: the scenes whose turn it is)."""
@@ -403,6 +417,9 @@ class SimRunner:
         states = self.state_groups[now % self.state_dec]
         if states:
             t_ns = self.t0_ns + round(now * self._ns_per_tick)
+            if self.config.publish_actions:
+                for scene, _ in states:  # the publisher stamps its source
+                    self.publisher.publish(Action(scene.asset, t_ns, scene.action.copy(), "applied"))
             publish = self.publisher.publish_vector
             for scene, schema in states:
                 publish(schema, t_ns, scene.observe())
@@ -502,11 +519,13 @@ class SimRunner:
             tick += 1
             if tick % young == 0:
                 gc.collect(2 if tick % full == 0 else 1)
+        if tick:
+            self.publish_after(tick)
         return tick
 
     def _loop_fast(self, stop: threading.Event, end_tick: float) -> int:
-        """As fast as possible: at each tick that needs it, publish what is due after the
-        previous tick and control; then step every world up to the next such tick in one bare
+        """As fast as possible: at each tick that needs it, control, then publish what is due
+        after the previous tick; then step every world up to the next such tick in one bare
         loop (:meth:`World.step_many`). Same order and results as :meth:`tick` per tick."""
         tick, plan, period = 0, self.plan, len(self.plan)
         worlds, control, publish_after = self.worlds, self.control, self.publish_after
@@ -517,10 +536,10 @@ class SimRunner:
                     break
                 next_check = tick + 16
             group, run = plan[tick % period]
-            if tick:
-                publish_after(tick)
             if group:
                 control(group)
+            if tick:
+                publish_after(tick)
             if run > end_tick - tick:
                 run = int(end_tick - tick)
             for world in worlds:

@@ -112,7 +112,41 @@ def test_actions_from_the_bus_drive_the_asset_and_bad_ones_are_reported(bus_conf
     assert "cart_force" in errors[0].message and "shape (3,)" in errors[1].message
     assert velocities[-1] > 0.5  # +10 N pushed the cart along +x
     stats = result["stats"]
-    assert stats.rejected_actions == 3 and stats.actions >= 1
+    # the 30 commands at most: its own act.cartpole-0.applied (60 a second) are not commands
+    assert stats.rejected_actions == 3 and 1 <= stats.actions <= 30
+
+
+def test_the_held_action_goes_out_before_each_observation_with_its_time(bus_config):
+    """``act.<asset>.applied``: the default controller's command for each reading (computed from
+    that reading: no excitation, ideal sensors), saturated at the bounds, published just before
+    the reading with the same ``t_ns``."""
+    from sim.scenes.cartpole import balance_force
+
+    config = SimConfig(
+        scene="cartpole", assets=2, realtime=False, camera_hz=0, state_hz=30, control_hz=60,
+        duration_s=3, excitation=0.0,
+    )  # fmt: skip
+    topics = ("obs.cartpole-1.state", "act.cartpole-1.")
+    with Subscriber(bus_config, topics, name="test-applied", require_schema=False) as sub:
+        thread, ready, _, result = run_in_thread(config, bus_config)
+        assert ready.wait(10)
+        messages = collect(sub, thread)
+        thread.join(10)
+        actuators = sub.schemas[("cartpole-1", "state")].actuators
+    low, high = np.array([a.low for a in actuators]), np.array([a.high for a in actuators])
+    observations = [m for m in messages if isinstance(m, Observation)]
+    assert len(observations) == 90  # 3 s at 30 Hz
+    for k, message in enumerate(messages):
+        if not isinstance(message, Observation):
+            continue
+        before = messages[k - 1]
+        assert isinstance(before, Action) and before.stream == "applied", before
+        assert before.t_ns == message.t_ns
+        expected = np.clip(balance_force(*message.values), low, high)
+        np.testing.assert_allclose(before.values, expected, rtol=0, atol=1e-9)
+    forces = [m.values[0] for m in messages if isinstance(m, Action)]
+    assert np.ptp(forces) > 0.1  # a controller at work, not a constant
+    assert result["stats"].actions == 0
 
 
 def test_run_sim_rejects_bad_configs_before_touching_the_bus(bus_config):
