@@ -15,7 +15,9 @@ Topics (``<asset>`` is ``<scene>-<k>``, e.g. ``cartpole-0``):
   observation with the same ``t_ns``. A twin that hears it knows the applied actions instead of
   inferring them.
 
-Timestamps (``t_ns``) are simulated time: the wall clock at start plus ticks / rate, so fast
+Timestamps (``t_ns``) are simulated time: the wall clock at tick 0 plus ticks / rate (in real
+time, taken when the clock starts: the set-up before it, ~10-20 ms, would stamp every reading
+early by as much), so fast
 runs keep consistent sample spacing. Assets are staggered across ticks (asset k controls and
 publishes on ticks where (tick + k) % decimation == 0), spreading work evenly.
 
@@ -474,6 +476,8 @@ class SimRunner:
         try:
             with hints:
                 self.clock.start()
+                if paced:  # tick 0 is now: stamps are wall clock at the tick (set-up took ~10-20 ms)
+                    self.t0_ns = time.time_ns()
                 started, cpu_started = time.perf_counter(), time.process_time()
                 tick = self._loop_paced(stop, end_tick) if paced else self._loop_fast(stop, end_tick)
                 wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started

@@ -3,6 +3,8 @@ a start-up transient left out of calibration, and its state surviving JSON."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,13 +115,36 @@ def test_steady_rows_and_tail_threshold():
 
 def test_state_survives_json_and_an_old_version_recalibrates():
     detector, _ = _calibrated(5, n_after=50)
-    restored = Detector.from_json(detector.config, SENSORS, detector.to_json())
+    restored = Detector.from_json(detector.config, SENSORS, json.loads(json.dumps(detector.to_json())))
     residual, latent, observed = _episode(105, 30)
     a = _feed(detector, residual, latent, observed)
     b = _feed(restored, residual, latent, observed)
     assert [v.score for v in a] == pytest.approx([v.score for v in b])
     old = {"steps": 400, "calib": [], "centre": [0.0] * 4}
     assert not Detector.from_json(detector.config, SENSORS, old).armed
+
+
+def test_a_calibrating_detector_resumes_from_its_packed_buffers():
+    """Half-way through calibration (open-loop residuals still NaN at first): the buffers go
+    through JSON packed and the restored detector arms on exactly the same thresholds."""
+    config = DetectorConfig(calibration_steps=400)
+    n = config.warmup_steps + config.calibration_steps + 40
+    residual, latent, observed = _episode(9, n)
+    horizons = _horizon_episode(9, n)
+    horizons[:25] = np.nan
+    half = config.warmup_steps + 200
+    detector = Detector(config, SENSORS)
+    _feed_h(detector, residual[:half], latent[:half], observed[:half], horizons[:half])
+    state = json.dumps(detector.to_json())
+    values = 200 * (2 * len(SENSORS) + 1 + horizons.shape[1] * horizons.shape[2])
+    assert len(state) < 12 * values  # packed (10.7 characters a value), not lists (~19)
+    restored = Detector.from_json(config, SENSORS, json.loads(state))
+    assert np.isnan(restored._calib_h[0]).all() and len(restored._calib) == 200
+    a = _feed_h(detector, residual[half:], latent[half:], observed[half:], horizons[half:])
+    b = _feed_h(restored, residual[half:], latent[half:], observed[half:], horizons[half:])
+    assert restored.armed and restored.c_threshold == detector.c_threshold
+    np.testing.assert_array_equal(restored.h_threshold, detector.h_threshold)
+    assert [v.score for v in a] == [v.score for v in b]
 
 
 def test_replay_raises_one_anomaly_per_episode_of_alarms_and_auroc_ranks():

@@ -71,6 +71,7 @@ def worker_command(
         float, typer.Option(help="Seconds left out before and after every anomaly.")
     ] = 2.0,
     adapt_seed: Annotated[int, typer.Option(help="Seed of the fine-tuning.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch intra-op threads of the live forward passes.")] = 1,
     duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -97,6 +98,7 @@ def worker_command(
             snapshot_every_s=snapshot_every,
             keyframe_every_s=keyframe_every,
             db_lock_timeout_s=db_lock_timeout,
+            torch_threads=threads,
             detector=DetectorConfig(
                 calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
             ),

@@ -170,6 +170,10 @@ class WorkerConfig:
     max_gap_s: float = 0.2
     db_lock_timeout_s: float = 5.0
     max_batch: int = 10_000
+    torch_threads: int = 1
+    """Intra-op threads of the worker's forward passes. The live batches are small: with two,
+    every op waits for a second thread that the simulator or the store may hold off the CPU
+    (spikes of 50-80 ms seen on 2 cores); one keeps a step's cost steady."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     writer: WriterConfig = field(default_factory=lambda: WriterConfig(overflow="shed"))
     adapt: AdaptConfig | None = None
@@ -193,6 +197,10 @@ class WorkerConfig:
             raise ValueError(f"WorkerConfig.max_future_s={self.max_future_s!r} must be > 0 or None")
         if not isinstance(self.max_batch, int) or self.max_batch < 1:
             raise ValueError(f"WorkerConfig.max_batch={self.max_batch!r} must be a positive integer")
+        if not isinstance(self.torch_threads, int) or not 1 <= self.torch_threads <= 256:
+            raise ValueError(
+                f"WorkerConfig.torch_threads={self.torch_threads!r} must be an integer in [1, 256]"
+            )
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -43,6 +43,7 @@ calibrated.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ BLOCK = 30
 """Calibration block (control steps) for finding the steady segment."""
 MIN_WINDOWS = 10
 """Fewest ``horizon_window`` spans of nominal open-loop evidence that arm the ``horizon`` statistic."""
-STATE_VERSION = 3
+STATE_VERSION = 4
+"""4: the calibration buffers and the open-loop window are packed float64 (base64), not lists."""
 STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
 
 
@@ -71,6 +73,27 @@ class Verdict:
     contributions: dict[str, float] = field(default_factory=dict)
     reason: str = ""
     ratios: dict[str, float] = field(default_factory=dict)
+
+
+def pack(rows: list[np.ndarray] | deque[np.ndarray], width: int | None = None) -> dict[str, Any]:
+    """Equal-length float rows -> ``{"shape": [n, w], "f8": base64 of little-endian float64}``.
+
+    A detector's snapshot carries up to ``calibration_steps`` rows of evidence (900 x 25 values):
+    as JSON lists that was ~160 kB per snapshot, and encoding it (C code, holding the GIL) in the
+    store's writer thread stalled the live loop by tens of ms; packed it is a memcpy and base64.
+    NaN and inf survive."""
+    w = width if width is not None else (len(rows[0]) if len(rows) else 0)
+    array = np.asarray(rows, dtype="<f8").reshape(len(rows), w)
+    return {"shape": [len(rows), w], "f8": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def unpack(data: dict[str, Any] | None) -> list[np.ndarray]:
+    """:func:`pack` back to rows (copies: the detector keeps and changes them)."""
+    if not data:
+        return []
+    n, w = (int(v) for v in data["shape"])
+    array = np.frombuffer(base64.b64decode(data["f8"]), dtype="<f8").reshape(n, w)
+    return [row.copy() for row in array]
 
 
 def robust_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -377,9 +400,9 @@ class Detector:
         out: dict[str, Any] = {
             "version": STATE_VERSION,
             "steps": self.steps,
-            "calib": [e.tolist() for e in self._calib],
-            "calib_obs": [e.tolist() for e in self._calib_obs],
-            "calib_h": [np.where(np.isfinite(e), e, None).tolist() for e in self._calib_h],
+            "calib": pack(self._calib),
+            "calib_obs": pack(self._calib_obs),
+            "calib_h": pack(self._calib_h),
             "run": self.run.tolist(),
             "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
@@ -408,7 +431,7 @@ class Detector:
                     h_centre=self.h_centre.tolist(),
                     h_scale=self.h_scale.tolist(),
                     h_threshold=self.h_threshold.tolist(),
-                    h_recent=[v.tolist() for v in self.h_recent],
+                    h_recent=pack(self.h_recent, len(self.h_centre)),
                 )
         return out
 
@@ -421,11 +444,9 @@ class Detector:
             return detector
         f64 = np.float64
         detector.steps = int(data.get("steps", 0))
-        detector._calib = [np.asarray(e, dtype=f64) for e in data.get("calib", [])]
-        detector._calib_obs = [np.asarray(e, dtype=f64) for e in data.get("calib_obs", [])]
-        detector._calib_h = [
-            np.array([np.nan if v is None else v for v in e], dtype=f64) for e in data.get("calib_h", [])
-        ]
+        detector._calib = unpack(data.get("calib"))
+        detector._calib_obs = unpack(data.get("calib_obs"))
+        detector._calib_h = unpack(data.get("calib_h"))
         detector.run = np.asarray(data.get("run", detector.run), dtype=int)
         if data.get("last_obs") is not None:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
@@ -451,5 +472,5 @@ class Detector:
             detector.h_centre = np.asarray(data["h_centre"], dtype=f64)
             detector.h_scale = np.asarray(data["h_scale"], dtype=f64)
             detector.h_threshold = np.asarray(data["h_threshold"], dtype=f64)
-            detector.h_recent.extend(np.asarray(v, dtype=f64) for v in data["h_recent"])
+            detector.h_recent.extend(unpack(data["h_recent"]))
         return detector

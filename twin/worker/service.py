@@ -8,6 +8,7 @@ included), and a ``worker_serving`` status follows at the first published predic
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -132,6 +133,9 @@ def run_worker(
     ``worker_serving`` status at the first published prediction.
     """
     started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(config.torch_threads)
     engine = make_engine(config.db_url, busy_timeout_ms=round(config.db_lock_timeout_s * 1000))
     down = _migrate(engine)
     models: list[ModelAdapter] = []
@@ -182,6 +186,11 @@ def run_worker(
             worker.pending_restored = owed
             if adaptation is not None:
                 worker.adaptation = adaptation
+            # the models, torch and SQLAlchemy leave the collector's view: a full collection
+            # then walks only what the live loop made (before "ready": the ~0.1 s it takes
+            # would otherwise hold the first frames back and coalesce them)
+            gc.collect()
+            gc.freeze()
             ready_at = time.perf_counter()
             if on_ready is not None:
                 on_ready(
@@ -197,7 +206,10 @@ def run_worker(
                         "process_s": process_age_s(),
                     }
                 )
-            stats = worker.run(stop, duration_s)
+            try:
+                stats = worker.run(stop, duration_s)
+            finally:
+                gc.unfreeze()
     finally:
         if adaptation is not None:
             adaptation.close()
