@@ -8,7 +8,9 @@ equal time buckets and fetches, with one statement, the first row of each bucket
 per bucket on an index that starts with the equality columns and ends with the time column
 (``(episode_id, t_ns)`` for observations, ``(asset, stream, model, origin_t_ns)`` for
 predictions). Plain SQL (a recursive CTE and a correlated subquery) that SQLite and PostgreSQL
-both run. :func:`sample_rows` is the observations' case.
+both run (the bucket width is cast to BIGINT: PostgreSQL types a width under 2^31 ns as a 32-bit
+integer, and ``k * width`` then overflows for ranges of ~36-71 minutes at 2,000 points).
+:func:`sample_rows` is the observations' case.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class Series:
             f"SELECT {names} FROM {self.table} WHERE {where} AND {t} IN ("
             f"  SELECT (SELECT o.{t} FROM {self.table} o"
             f"          WHERE {self._where('o')}"
-            f"            AND o.{t} >= :t0 + k * :width AND o.{t} < :t0 + (k + 1) * :width AND o.{t} <= :t1"
+            f"            AND o.{t} >= :t0 + k * CAST(:width AS BIGINT)"
+            f"            AND o.{t} < :t0 + (k + 1) * CAST(:width AS BIGINT) AND o.{t} <= :t1"
             f"          ORDER BY o.{t} LIMIT 1)"
             "  FROM buckets) "
             f"ORDER BY {t}"
