@@ -23,7 +23,7 @@ from feedutil import STEP_NS, Listener, cartpole_schema, rows, wait_until
 from workerutil import spawn, stop, wait_json
 
 from bridge import Action, Observation, Publisher
-from twin.store.models import EventRow, ModelRow, PredictionRow
+from twin.store.models import EventRow, LatentStateRow, ModelRow, PredictionRow
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -51,15 +51,15 @@ class _Feed:
     """Publishes each asset's held action, then its reading, step by step at ~RATE_HZ steps/s;
     ``stuck[asset]`` (set by the test while it runs) freezes two of its sensors for those steps."""
 
-    def __init__(self, pub: Publisher, schemas: dict, episodes, t0_ns: int) -> None:
+    def __init__(self, pub: Publisher, schemas: dict, episodes, t0_ns: int, first: int = 0) -> None:
         self.pub, self.schemas, self.episodes, self.t0_ns = pub, schemas, episodes, t0_ns
-        self.step = 0
+        self.first = self.step = first
         self.stuck: dict[str, range] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
-        start = time.monotonic()
-        for k in range(STEPS):
+        start = time.monotonic() - self.first / RATE_HZ
+        for k in range(self.first, STEPS):
             if self.done.is_set():
                 return
             self.step = k
@@ -98,9 +98,10 @@ def _nrmse(checkpoint, windows, horizon: int) -> float:
 
 
 def test_adaptation_registers_a_better_version_and_never_uses_anomalous_steps(
-    tiny_model: Path, bus_config, tmp_path: Path
+    tiny_model: Path, bus_config, tmp_path: Path, worker_db: str
 ):
-    db = f"sqlite:///{tmp_path / 'twin.sqlite'}"
+    """On SQLite and on PostgreSQL: the job registers in the same store the worker serves from."""
+    db = worker_db
     episodes = _changed_regime([21, 22], STEPS)
     schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ASSETS}
     t0_ns = time.time_ns() - 600 * 10**9
@@ -230,3 +231,44 @@ def test_adaptation_registers_a_better_version_and_never_uses_anomalous_steps(
         assert all(any(a <= t < b for a, b in intervals) for t in faulty), (asset, anomalies)
         assert not [t for t in faulty for lo, hi in used if lo <= t <= hi], asset
         assert [(lo, hi, a, b) for lo, hi in used for a, b in intervals if lo < b and hi >= a] == [], asset
+
+    # restarted with version 1 only (the path it was first given), the worker resumes the switched
+    # asset on the adapted model its last snapshot names, not afresh on version 1
+    (last,) = rows(
+        db,
+        sa.select(LatentStateRow.model)
+        .where(LatentStateRow.asset == switched)
+        .order_by(LatentStateRow.t_ns.desc())
+        .limit(1),
+    )
+    resumed_on = last.model
+    assert resumed_on != "cartpole-tiny:1"
+    args = ["worker", "--model", str(tiny_model), "--db", db, "--calibration-steps", "300", "--margin", "4"]
+    with Listener(bus_config, ("pred.", "event.")) as heard, Publisher(bus_config, "feed-again") as pub:
+        worker = spawn(args, bus_config, tmp_path)
+        feed = _Feed(pub, schemas, episodes, t0_ns, first=feed.step + 1)
+        feeder = threading.Thread(target=feed.run, daemon=True)
+        try:
+            ready = wait_json(worker, "worker_ready")
+            assert switched in ready["restorable"]
+            for schema in schemas.values():
+                pub.announce(schema)
+            assert pub.wait_subscribed("obs.pole-a.", 10)
+            feeder.start()
+            heard.wait_for(
+                lambda: [e for e in heard.events() if e.name == "state_restored" and e.asset == switched],
+                timeout_s=60,
+                what=f"{switched} restored",
+            )
+            heard.wait_for(
+                lambda: any(p.model == resumed_on for p in heard.predictions(switched)),
+                timeout_s=60,
+                what=f"{switched} predicted by {resumed_on} after the restart",
+            )
+            assert not any(p.model == "cartpole-tiny:1" for p in heard.predictions(switched))
+        finally:
+            feed.done.set()
+            if feeder.is_alive():
+                feeder.join(10)
+            out, err = stop(worker)
+        assert worker.returncode == 0, err[-3000:]

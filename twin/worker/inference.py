@@ -171,3 +171,33 @@ def load_models(refs: tuple[str, ...], engine: Engine | None) -> list[ModelAdapt
         except (LookupError, OSError, ValueError) as exc:
             log.error("model %s not loaded: %s", ref, exc)
     return adapters
+
+
+def adapted_descendants(
+    engine: Engine, wanted: set[str], served: list[ModelAdapter]
+) -> dict[str, ModelAdapter]:
+    """The models among ``wanted`` (``name:version`` refs a stored snapshot names) that online
+    adaptation derived from a served model (its registry ``lineage.adapted_from``, followed
+    through earlier adaptations), loaded: a worker restarted with ``--model <version 1>`` then
+    resumes an asset that adaptation had switched to version 3 on version 3, as before the
+    restart, instead of starting it afresh. A ref that fails to load is logged and skipped."""
+    from sqlalchemy.orm import Session
+
+    from twin.model.registry import find_model
+
+    names = {m.name for m in served}
+    out: dict[str, ModelAdapter] = {}
+    with Session(engine) as session:
+        for ref in sorted(wanted - names):
+            chain, seen = ref, set()
+            while chain and chain not in names and chain not in seen:
+                seen.add(chain)
+                row = find_model(session, chain) if ":" in chain else None
+                chain = (row.lineage or {}).get("adapted_from") if row is not None else None
+            if chain not in names:
+                continue
+            try:
+                out[ref] = ModelAdapter.load(ref, engine)
+            except (LookupError, OSError, ValueError) as exc:
+                log.error("adapted model %s (of %s) not loaded: %s", ref, chain, exc)
+    return out

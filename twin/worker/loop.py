@@ -98,6 +98,9 @@ class TwinWorker:
         """Per asset, stored predictions whose errors were still due at the snapshot it resumes
         from (set by the service): resolved when their target observations arrive."""
         self.adaptation: Any = None
+        self.adapted: dict[str, ModelAdapter] = {}
+        """Adapted descendants of the served models that stored snapshots name (set by the
+        service): an asset whose snapshot names one resumes on it."""
         """Online adaptation (:class:`twin.worker.adapt.Adaptation`), set by the service; None: off."""
 
     # --- the loop ------------------------------------------------------------------------------
@@ -203,6 +206,12 @@ class TwinWorker:
         asset.faults.extend(self._pending_faults.pop(name, []))
         row = self.restored.pop(name, None)
         if row is not None:
+            adapted = self.adapted.get(row.model)
+            if adapted is not None and row.model != model.name and adapted.matches(schema) is None:
+                # adaptation had switched this asset to a descendant of its model: resume on it
+                asset.model = adapted
+                asset.detector = Detector(self.config.detector, adapted.sensors)
+                model = adapted
             if row.model == model.name and row.schema_id == schema.schema_id:
                 self._restore(asset, row)
             else:

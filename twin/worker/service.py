@@ -25,7 +25,7 @@ from twin.store.engine import describe, make_engine
 from twin.store.migrate import upgrade
 from twin.store.writer import WriterStats, is_transient
 from twin.worker.config import WorkerConfig
-from twin.worker.inference import ModelAdapter, load_models
+from twin.worker.inference import ModelAdapter, adapted_descendants, load_models
 from twin.worker.loop import TwinWorker, WorkerStats
 from twin.worker.persistence import WorkerWriter, latest_states, pending_predictions
 from twin.worker.subscriber import ReportingSubscriber
@@ -184,6 +184,8 @@ def run_worker(
 
             worker = TwinWorker(config, subscriber, publisher, writer, models, restored, serving)
             worker.pending_restored = owed
+            if restored and down is None:
+                worker.adapted = adapted_descendants(engine, {r.model for r in restored.values()}, models)
             if adaptation is not None:
                 worker.adaptation = adaptation
             # the models, torch and SQLAlchemy leave the collector's view: a full collection
