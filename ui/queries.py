@@ -25,7 +25,7 @@ from twin.store import models as m
 from twin.store.telemetry import decode_values, event_row, insert_events
 from ui.live import PredictionRecord
 from ui.resources import engine
-from ui.sampling import Series, sample_rows, sample_series
+from ui.sampling import PREDICTIONS, SURPRISE, sample_rows, sample_series
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -276,27 +276,6 @@ def add_note(url: str, asset: str, author: str, text: str) -> None:
 
 
 # --- worker tables --------------------------------------------------------------------------------
-PREDICTIONS = Series(
-    "predictions",
-    ("asset", "stream", "model"),
-    "origin_t_ns",
-    (
-        sa.column("origin_t_ns", sa.BigInteger),
-        sa.column("horizons_s", sa.JSON),
-        sa.column("level", sa.Float),
-        sa.column("mean", sa.LargeBinary),
-        sa.column("lower", sa.LargeBinary),
-        sa.column("upper", sa.LargeBinary),
-        sa.column("model", sa.String),
-    ),
-)
-SURPRISE = Series(
-    "predictions",
-    ("asset", "model"),
-    "origin_t_ns",
-    (sa.column("origin_t_ns", sa.BigInteger), sa.column("surprise", sa.Float)),
-    extra="{t}.surprise IS NOT NULL",
-)
 MAX_PREDICTIONS = 1000
 """Predictions a history view reads at most per model and stream (each holds every horizon)."""
 

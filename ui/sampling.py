@@ -79,6 +79,31 @@ OBSERVATIONS = Series(
 )
 
 
+PREDICTIONS = Series(
+    "predictions",
+    ("asset", "stream", "model"),
+    "origin_t_ns",
+    (
+        sa.column("origin_t_ns", sa.BigInteger),
+        sa.column("horizons_s", sa.JSON),
+        sa.column("level", sa.Float),
+        sa.column("mean", sa.LargeBinary),
+        sa.column("lower", sa.LargeBinary),
+        sa.column("upper", sa.LargeBinary),
+        sa.column("model", sa.String),
+    ),
+)
+SURPRISE = Series(
+    "predictions",
+    ("asset", "model"),
+    "origin_t_ns",
+    (sa.column("origin_t_ns", sa.BigInteger), sa.column("surprise", sa.Float)),
+    extra="{t}.surprise IS NOT NULL",
+)
+"""The predictions of one model of a stream, and that model's stored surprise (the dashboard's
+History and Asset pages)."""
+
+
 def sample_series(
     connection: sa.Connection,
     series: Series,

@@ -9,16 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from twin.store.models import PredictionRow
-from ui.sampling import Series, sample_series
-
-SURPRISE = Series(
-    "predictions",
-    ("asset", "model"),
-    "origin_t_ns",
-    (sa.column("origin_t_ns", sa.BigInteger), sa.column("surprise", sa.Float)),
-    extra="{t}.surprise IS NOT NULL",
-)
-"""The dashboard's surprise series (``ui.queries.SURPRISE``; importing that module needs Streamlit)."""
+from ui.sampling import SURPRISE, sample_series
 
 STEP = 100_000_000  # 10 Hz
 
