@@ -98,10 +98,10 @@ class TwinWorker:
         """Per asset, stored predictions whose errors were still due at the snapshot it resumes
         from (set by the service): resolved when their target observations arrive."""
         self.adaptation: Any = None
+        """Online adaptation (:class:`twin.worker.adapt.Adaptation`), set by the service; None: off."""
         self.adapted: dict[str, ModelAdapter] = {}
         """Adapted descendants of the served models that stored snapshots name (set by the
         service): an asset whose snapshot names one resumes on it."""
-        """Online adaptation (:class:`twin.worker.adapt.Adaptation`), set by the service; None: off."""
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event, duration_s: float | None = None) -> WorkerStats:
