@@ -6,6 +6,7 @@ sim actually published at the target times.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -67,10 +68,13 @@ def test_predictions_arrive_and_stored_errors_match_observed_futures(
         sim.wait(timeout=60)
         time.sleep(1.0)
     finally:
-        stop(worker)
+        out, _ = stop(worker)
         listening.clear()
         listener.join()
     assert worker.returncode == 0
+    stopped = json.loads(next(line for line in out.splitlines() if '"worker_stopped"' in line))
+    # the sim's act.<asset>.applied, one before each reading: the worker held the applied actions
+    assert stopped["actions"] >= 0.9 * stopped["observations"] > 0
 
     observed = {
         (m.asset, m.t_ns): m.values for m in seen if isinstance(m, Observation) and m.stream == "state"
@@ -102,5 +106,6 @@ def test_predictions_arrive_and_stored_errors_match_observed_futures(
         delta[2] = (delta[2] + np.pi) % (2 * np.pi) - np.pi  # pole_angle is wrapped
         assert np.allclose(error, delta, atol=1e-9)
         assert abs(row.observed_t_ns - row.target_t_ns) <= 1e9 / 30 / 2 + 1
+        assert row.model == "cartpole-tiny:1"
         checked += 1
     assert checked > 0.9 * len(errors)

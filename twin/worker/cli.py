@@ -130,6 +130,7 @@ def worker_command(
     summary = {
         "event": "worker_stopped",
         "observations": stats.observations,
+        "actions": stats.actions,
         "steps": stats.steps,
         "predictions": stats.predictions,
         "anomalies": stats.anomalies,

@@ -45,6 +45,8 @@ class WorkerStats:
     """What the loop did (read live or after :meth:`TwinWorker.run`)."""
 
     observations: int = 0
+    actions: int = 0
+    """Applied actions heard on the bus (``act.<asset>.cmd`` or ``.applied``) and held."""
     steps: int = 0
     batches: int = 0
     predictions: int = 0
@@ -138,6 +140,7 @@ class TwinWorker:
                     and np.isfinite(values).all()
                 ):
                     asset.bus_action = values.astype(np.float64)
+                    self.stats.actions += 1
             elif kind is StreamSchema and message.stream == self.config.stream:
                 asset = self.assets.get(message.asset)
                 if asset is not None and asset.schema_id != message.schema_id:
