@@ -218,6 +218,12 @@ def heavy_libraries(pid: int) -> list[str]:
     return [name for name in ("torch", "pybullet") if name in maps]
 
 
+def half_rss(samples: list[tuple[float, float]]) -> float:
+    """The RSS sampled nearest the middle of the memory run (MB)."""
+    middle = samples[-1][0] / 2
+    return min(samples, key=lambda s: abs(s[0] - middle))[1]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -399,6 +405,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "app_rss_start_mb": round(samples[0][1], 1),
         "app_rss_end_mb": round(samples[-1][1], 1),
         "app_rss_growth_mb": round(growth, 1),
+        # bounded means a plateau: the second half of the run grows by little or nothing
+        "app_rss_growth_second_half_mb": round(samples[-1][1] - half_rss(samples), 1),
+        "app_rss_samples_mb": [round(mb, 1) for _, mb in samples[:: max(1, len(samples) // 30)]],
         "still_live_at_end": still_live,
         "ui_heavy_libraries": heavy,
         "load_average_1m": [round(load_start, 1), round(os.getloadavg()[0], 1)],
@@ -412,6 +421,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ("live update rate", f"{update_hz:.2f} Hz", ">= 2 Hz"),
         (f"app RSS growth over {args.minutes:g} min, {args.assets} x 30 Hz",
          f"{growth:+.1f} MB ({samples[0][1]:.0f} -> {samples[-1][1]:.0f})", "bounded"),
+        ("  of which in the second half", f"{samples[-1][1] - half_rss(samples):+.1f} MB", "~0"),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows_out)
     print(f"{'measure':<{width}}  {'value':<24} target")
