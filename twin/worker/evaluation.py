@@ -64,8 +64,8 @@ larger magnitude each (the subtle mass and friction are the prototype's misses).
 @dataclass(frozen=True, slots=True)
 class Episodes:
     """``observed`` (B, T, S) SI at 30 Hz, ``actions`` (B, T, A) applied after each reading (the
-    mean of the controller's commands over the step: it runs at 60 Hz), as a controller on the
-    bus would publish them on ``act.<asset>.cmd``."""
+    mean of the controller's commands over the step: one command at the default 30 Hz control),
+    as a controller on the bus would publish them on ``act.<asset>.cmd``."""
 
     observed: np.ndarray
     actions: np.ndarray
