@@ -464,7 +464,6 @@ class SimRunner:
         stop = stop or threading.Event()
         cfg = self.config
         end_tick = math.inf if cfg.duration_s is None else round(cfg.duration_s * cfg.rate_hz)
-        self.start_episodes()
         paced = not isinstance(self.clock, FastClock)
         gc.collect()
         gc.freeze()  # set-up objects leave the collector's view: collections stay short
@@ -478,6 +477,7 @@ class SimRunner:
                 self.clock.start()
                 if paced:  # tick 0 is now: stamps are wall clock at the tick (set-up took ~10-20 ms)
                     self.t0_ns = time.time_ns()
+                self.start_episodes()  # stamped at tick 0 too
                 started, cpu_started = time.perf_counter(), time.process_time()
                 tick = self._loop_paced(stop, end_tick) if paced else self._loop_fast(stop, end_tick)
                 wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
