@@ -644,7 +644,7 @@ class Adaptation:
             segments = self.eligible(asset.asset)
             used = self._used.get(asset.asset, -1)
             fresh = sum(int(np.count_nonzero(s.t_ns[1:] > used)) for s in segments)
-            if sum(s.steps for s in segments) >= self.config.min_steps and fresh >= self.config.min_steps:
+            if fresh >= self.config.min_steps:  # (fresh steps are eligible steps too)
                 data[asset.asset] = segments
         return data
 

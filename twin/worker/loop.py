@@ -198,6 +198,10 @@ class TwinWorker:
         return None
 
     def _start(self, name: str, schema: StreamSchema, model: ModelAdapter) -> AssetState:
+        row = self.restored.pop(name, None)
+        adapted = None if row is None else self.adapted.get(row.model)
+        if adapted is not None and adapted.matches(schema) is None:
+            model = adapted  # adaptation had switched this asset to a descendant: resume on it
         asset = AssetState(
             asset=name,
             stream=schema.stream,
@@ -207,14 +211,7 @@ class TwinWorker:
             window=np.zeros((model.history, len(model.sensors))),
         )
         asset.faults.extend(self._pending_faults.pop(name, []))
-        row = self.restored.pop(name, None)
         if row is not None:
-            adapted = self.adapted.get(row.model)
-            if adapted is not None and row.model != model.name and adapted.matches(schema) is None:
-                # adaptation had switched this asset to a descendant of its model: resume on it
-                asset.model = adapted
-                asset.detector = Detector(self.config.detector, adapted.sensors)
-                model = adapted
             if row.model == model.name and row.schema_id == schema.schema_id:
                 self._restore(asset, row)
             else:
