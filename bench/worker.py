@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import queue
 import signal
@@ -48,6 +49,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 import numpy as np  # noqa: E402
 
 from bridge import BusConfig, Prediction, Subscriber  # noqa: E402
+from twin.model.api import checkpoint_path  # noqa: E402
+from twin.worker.calibrate import ReferenceConfig, reference_ratios  # noqa: E402
 from twin.worker.config import DetectorConfig  # noqa: E402
 from twin.worker.evaluation import (  # noqa: E402
     CARTPOLE_FAULTS,
@@ -60,8 +63,10 @@ from twin.worker.evaluation import (  # noqa: E402
     zscore_scores,
 )
 from twin.worker.inference import ModelAdapter  # noqa: E402
+from twin.worker.profile import fit_profile  # noqa: E402
 from twin.worker.replay import replay_detector, replay_evidence  # noqa: E402
 
+log = logging.getLogger("bench.worker")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "worker.json"
 DETAILS = ROOT / "bench" / "results" / "worker_details.json"
@@ -70,7 +75,8 @@ ARMED_TO_FAULT_S = 2.0
 """The fault comes this long after the detector is armed (calibration over)."""
 WINDOW_S = 5.0
 FULL = "twin (full: + open loop)"
-INFERRED = "twin, actions inferred"
+PROFILED = "twin + reference profile"
+INFERRED = "twin + profile, actions inferred"
 
 ONE_STEP = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 VARIANTS: dict[str, DetectorConfig] = {
@@ -84,9 +90,11 @@ VARIANTS: dict[str, DetectorConfig] = {
     "open loop only": DetectorConfig(statistics=("horizon",)),
     FULL: DetectorConfig(),
 }
-"""Ablations, each a :class:`DetectorConfig` the worker could run; the last is the default.
-Every variant sees the applied actions (as with a controller on the bus); the row
-:data:`INFERRED` runs the default detector on evidence computed with the actions inferred."""
+"""Ablations, each a :class:`DetectorConfig` the worker could run, on per-asset calibration alone;
+the last is the default. Every variant sees the applied actions (as with a controller on the
+bus). :data:`PROFILED` is what the worker runs: the default detector with the model's reference
+profile (``twin calibrate-detector``; fitted in the run when the model has none), the headline;
+:data:`INFERRED` the same on evidence computed with the actions inferred."""
 
 
 # --- live processes ------------------------------------------------------------------------------
@@ -326,14 +334,30 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     evidence = replay_evidence(model, episodes.observed, episodes.actions, horizons)
     inferred = replay_evidence(model, episodes.observed, None, horizons)
     sim_s = time.perf_counter() - started
+    started = time.perf_counter()
+    profile, line = model.profile_for(cfg)
+    profile_source = "stored with the model"
+    if profile is None:
+        log.warning("%s; fitting one in this run (not stored)", line)
+        reference = ReferenceConfig()
+        ratios = reference_ratios(model, cfg, reference, "cartpole")
+        profile = fit_profile(ratios, cfg, CONTROL_HZ, reference.per_hour, reference.block_steps)
+        profile_source = (
+            f"fitted in this run (seeds {reference.seed}+, {reference.runs} x {reference.seconds:g} s)"
+        )
+    profile_s = time.perf_counter() - started
+    limits = model.limits
     nominal = slice(0, seeds)
     scores: dict[str, np.ndarray] = {}
     onsets: dict[str, np.ndarray] = {}
-    for name, variant in VARIANTS.items():
-        found = replay_detector(evidence, variant, model.sensors, model.periods)
+    runs = [
+        *((name, variant, evidence, None) for name, variant in VARIANTS.items()),
+        (PROFILED, cfg, evidence, profile),
+        (INFERRED, cfg, inferred, profile),
+    ]
+    for name, variant, source, scale in runs:
+        found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)
         scores[name], onsets[name] = found.score, found.onset
-    found = replay_detector(inferred, cfg, model.sensors, model.periods)
-    scores[INFERRED], onsets[INFERRED] = found.score, found.onset
     scores["zscore"] = zscore_scores(episodes.observed, calib)
     scores["mlp"] = mlp_scores(model, episodes.observed, episodes.actions, calib)
     table: dict[str, dict[str, float]] = {}
@@ -383,9 +407,9 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     fa: dict[str, float] = {}
     armed_from = calib.stop
     hours = fa_runs * (fa_steps - armed_from) / CONTROL_HZ / 3600
-    for name, variant in [*VARIANTS.items(), (INFERRED, cfg)]:
+    for name, variant, _, scale in runs:
         source = long_inferred if name == INFERRED else long_evidence
-        found = replay_detector(source, variant, model.sensors, model.periods)
+        found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)
         fa[name] = round(float(found.onset[:, armed_from:].sum()) / hours, 3)
     fa_s = time.perf_counter() - started
     return {
@@ -398,6 +422,9 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         "fault_s": fault_s,
         "window_s": WINDOW_S,
         "episode_s": round(sim_s, 1),
+        "profile": {"scale": profile.scale, "exponent": profile.exponent},
+        "profile_source": profile_source,
+        "profile_s": round(profile_s, 1),
         "false_alarm_run_s": round(fa_s, 1),
         "cases": [c.label for c in cases],
     }
@@ -430,25 +457,6 @@ def figure(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def checkpoint_path(ref: str) -> str:
-    """The checkpoint file of a path or registry reference (the live workers get a fresh home)."""
-    if Path(ref).exists():
-        return str(Path(ref).resolve())
-    from sqlalchemy.orm import Session
-
-    from twin.model.registry import find_model
-    from twin.settings import database_url
-    from twin.store import make_engine
-
-    engine = make_engine(database_url())
-    with Session(engine) as session:
-        row = find_model(session, ref)
-    engine.dispose()
-    if row is None:
-        raise LookupError(f"no model {ref!r}: train one with `twin train --scene cartpole`")
-    return str(row.path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="cartpole", help="checkpoint path or registry name")
@@ -467,12 +475,12 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     adapter = ModelAdapter.load(args.model)
-    model_path = checkpoint_path(args.model)
+    model_path = str(checkpoint_path(args.model).resolve())
     result: dict[str, Any] = {"model": adapter.name}
     started = time.perf_counter()
     if not args.skip_detection:
         det = detection(adapter, args.seeds, args.fa_hours, args.fa_runs)
-        full, name = FULL, "twin"
+        full, name = PROFILED, "twin"
         print(
             f"\nDetection: {det['episodes']} episodes ({det['seeds']} seeds x {len(det['cases'])} faults"
             " + nominal twins), "
@@ -480,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
             f"false alarms over {det['nominal_hours']} nominal hours"
         )
         header = (
-            f"{'detector':<26}"
+            f"{'detector':<34}"
             + "".join(f"{k:>10}" for k in ("all", "mass", "friction", "actuator", "drift", "stuck"))
             + f"{'delay s':>9}{'FA/h':>7}"
         )
@@ -493,10 +501,11 @@ def main(argv: list[str] | None = None) -> None:
             d = float("inf") if d is None else d
             fa = det["false_alarms_per_hour"].get(variant, float("nan"))
             print(
-                f"{variant:<26}{row['all']:>10.3f}"
+                f"{variant:<34}{row['all']:>10.3f}"
                 + "".join(f"{v:>10.3f}" for v in kinds)
                 + f"{d:>9.3f}{fa:>7.2f}"
             )
+        print(f"\nreference profile ({det['profile_source']}): {json.dumps(det['profile'])}")
         print(
             "\nper fault (twin):",
             json.dumps(
@@ -514,6 +523,11 @@ def main(argv: list[str] | None = None) -> None:
             median_delay_s=det["delays"][full]["median_delay_s"],
             detected=f"{det['delays'][full]['detected']}/{det['delays'][full]['episodes']}",
             false_alarms_per_hour=det["false_alarms_per_hour"][full],
+            auroc_per_asset_only=round(det["auroc"][FULL]["all"], 4),
+            false_alarms_per_hour_per_asset_only=det["false_alarms_per_hour"][FULL],
+            median_delay_s_per_asset_only=det["delays"][FULL]["median_delay_s"],
+            profile=det["profile"],
+            profile_source=det["profile_source"],
             detection=det,
         )
         del name

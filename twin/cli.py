@@ -178,9 +178,10 @@ dataset_app.command("export")(dataset_export_command)
 app.add_typer(dataset_app, name="dataset")
 
 
-from twin.worker.cli import memory_search_command, worker_command  # noqa: E402
+from twin.worker.cli import calibrate_detector_command, memory_search_command, worker_command  # noqa: E402
 
 app.command("worker")(worker_command)
+app.command("calibrate-detector")(calibrate_detector_command)
 memory_app = typer.Typer(help="Episodic memory of the running twin.", no_args_is_help=True)
 memory_app.command("search")(memory_search_command)
 app.add_typer(memory_app, name="memory")

@@ -246,3 +246,25 @@ def test_live_open_loop_matches_the_batch_replay(tiny_model):
     # the open loop's error grows with the horizon: it is a different, longer prediction
     rms = np.sqrt(np.nanmean(batch[:, h + 7 :] ** 2, axis=(0, 1, 3)))
     assert rms[2] > rms[0]
+
+
+def test_a_reading_at_its_range_limit_pauses_the_detector_then_it_resumes():
+    from twin.worker.detector import AFTER_LIMIT, AT_LIMIT
+
+    config = DetectorConfig(calibration_steps=300, limit_holdoff_steps=20)
+    limits = (np.array([-15.0, -np.inf, -1.0]), np.array([15.0, np.inf, 1.0]))
+    detector = Detector(config, SENSORS, limits=limits)
+    residual, latent, observed = _episode(3, 700)
+    observed = np.clip(observed * 0.01, -0.5, 0.5)
+    observed[400:430, 0] = 15.0  # the cart rests against its end stop for 1 s...
+    residual[400:430] += 3.0  # ...where the model's residuals are huge: an impact, not a fault
+    verdicts = _feed(detector, residual, latent, observed)
+    assert [v.reason for v in verdicts[400:430]] == [AT_LIMIT] * 30
+    assert verdicts[400].contributions == {"a": 1.0}
+    assert [v.reason for v in verdicts[430:450]] == [AFTER_LIMIT] * 20
+    assert not any(v.alarm for v in verdicts[310:])
+    assert verdicts[460].ratios  # judging again
+    assert Detector.from_json(config, SENSORS, detector.to_json(), limits=limits).limit_high is not None
+    # 1% of the span from either end counts as at the limit; an infinite range never does
+    edge = Detector(config, SENSORS, limits=limits)
+    assert edge.update(Surprise(np.zeros(3), 0.2, np.array([-14.8, 1e9, 0.0]))).reason == AT_LIMIT

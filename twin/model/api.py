@@ -35,6 +35,37 @@ class Forecast:
     scale: np.ndarray
 
 
+def checkpoint_path(ref: str | Path, engine=None) -> Path:
+    """The checkpoint file of a path or a registry name / ``name:version`` (looked up in SQL:
+    ``engine``, else the configured database); LookupError if neither."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from twin.model.registry import find_model
+    from twin.settings import database_url
+    from twin.store import make_engine
+
+    own = engine is None
+    engine = engine or make_engine(database_url())
+    try:
+        with Session(engine) as session:
+            row = find_model(session, str(ref))
+    except SQLAlchemyError as exc:  # no registry there (a fresh database) or none reachable
+        raise LookupError(
+            f"no checkpoint file {str(ref)!r}, and the model registry could not be read "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    finally:
+        if own:
+            engine.dispose()
+    if row is None:
+        raise LookupError(f"no checkpoint file or registered model named {str(ref)!r}")
+    return Path(row.path)
+
+
 class TwinModel:
     """A world model for one asset's ``state`` stream (and camera, if it was trained with one)."""
 
@@ -52,21 +83,7 @@ class TwinModel:
     @classmethod
     def load(cls, ref: str | Path, stream: StreamSchema | None = None, engine=None) -> TwinModel:
         """From a checkpoint path, or a registry name / ``name:version`` (looked up in SQL)."""
-        path = Path(ref)
-        if not path.exists():
-            from sqlalchemy.orm import Session
-
-            from twin.model.registry import find_model
-            from twin.settings import database_url
-            from twin.store import make_engine
-
-            engine = engine or make_engine(database_url())
-            with Session(engine) as session:
-                row = find_model(session, str(ref))
-            if row is None:
-                raise LookupError(f"no checkpoint file or registered model named {str(ref)!r}")
-            path = Path(row.path)
-        return cls(load_checkpoint(path, stream))
+        return cls(load_checkpoint(checkpoint_path(ref, engine), stream))
 
     def check(self, stream: StreamSchema) -> None:
         """Raise :class:`twin.model.checkpoint.SchemaMismatch` if ``stream`` is not the trained one."""

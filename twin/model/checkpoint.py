@@ -108,6 +108,9 @@ class Checkpoint:
     name: str = ""
     version: int = 0
     control_hz: float = 30.0
+    detector: dict[str, Any] = field(default_factory=dict)
+    """The anomaly detector's reference profile (:class:`twin.worker.profile.DetectorProfile`
+    as a dict; empty: none), written by ``twin calibrate-detector``."""
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
@@ -125,6 +128,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> Path:
         "lineage": checkpoint.lineage,
         "metrics": checkpoint.metrics,
         "baselines": checkpoint.baselines,
+        "detector": checkpoint.detector,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -164,4 +168,5 @@ def load_checkpoint(path: Path | str, stream: StreamSchema | None = None) -> Che
         name=payload["name"],
         version=payload["version"],
         control_hz=payload["control_hz"],
+        detector=payload.get("detector") or {},
     )

@@ -428,6 +428,8 @@ def register_candidate(
                     name=name,
                     version=version,
                     control_hz=checkpoint.control_hz,
+                    # the base model's: fine-tuning lowers the residuals it was fitted on
+                    detector=checkpoint.detector,
                 )
                 save_checkpoint(tuned, path)
                 try:
@@ -776,7 +778,9 @@ class Adaptation:
                 )
                 continue
             asset.model = adapted
-            asset.detector = Detector(worker.config.detector, adapted.sensors)
+            asset.detector = Detector(
+                worker.config.detector, adapted.sensors, worker.profile(adapted), adapted.limits
+            )
             asset.z = asset.predicted_z = asset.predicted_values = None
             self.stats.switched += 1
             per = message["per_asset"][name]

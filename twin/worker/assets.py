@@ -70,6 +70,8 @@ class AssetState:
     """Ground truth seen on the bus: (t_ns, fault name) of injected faults."""
     last_surprise: float = 0.0
     restored: bool = False
+    at_limit: bool = False
+    """A reading is at its range limit (the detector pauses; one event per contact)."""
 
     @property
     def ready(self) -> bool:

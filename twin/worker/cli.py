@@ -185,3 +185,49 @@ def memory_search_command(
         )
     if not moments:
         typer.echo(f"no remembered moments of {asset!r} to compare with", err=True)
+
+
+def calibrate_detector_command(
+    model: Annotated[str, typer.Argument(help="Checkpoint path or registry name[:version].")],
+    runs: Annotated[int, typer.Option(min=2, help="Nominal reference runs (simulated).")] = 16,
+    seconds: Annotated[float, typer.Option(help="Seconds per run (the first ~31 s calibrate).")] = 150.0,
+    seed: Annotated[int, typer.Option(help="Seed of the first run (one more per run).")] = 9000,
+    per_hour: Annotated[float, typer.Option(help="False alarms an hour the profile aims at.")] = 0.5,
+    calibration_steps: Annotated[
+        int, typer.Option(help="As the worker's --calibration-steps (the profile holds for that value).")
+    ] = 900,
+    false_alarm_rate: Annotated[float, typer.Option(help="As the worker's --false-alarm-rate.")] = 1e-3,
+    margin: Annotated[float, typer.Option(help="As the worker's --margin.")] = 1.5,
+    db: Annotated[str | None, typer.Option(help="Database URL [env JUMEAU_DB].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Fit and print; write nothing.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fit the anomaly detector's reference profile on simulated nominal operation and store it
+    with the model: per-statistic alarm levels for --per-hour false alarms an hour."""
+    from twin.logs import setup_logging
+    from twin.store.engine import make_engine
+    from twin.worker.calibrate import ReferenceConfig, calibrate_detector
+    from twin.worker.config import DetectorConfig
+
+    setup_logging(verbose)
+    try:
+        detector = DetectorConfig(
+            calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
+        )
+        reference = ReferenceConfig(runs=runs, seconds=seconds, seed=seed, per_hour=per_hour)
+    except ValueError as exc:
+        typer.echo(f"twin calibrate-detector: {exc}", err=True)
+        raise typer.Exit(2) from None
+    engine = make_engine(db)
+    try:
+        profile, path = calibrate_detector(model, detector, reference, engine, write=not dry_run)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"twin calibrate-detector: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(f"{'statistic':<10} {'reference peak':>15} {'scale':>8}")
+    for name, scale in profile.scale.items():
+        typer.echo(f"{name:<10} {profile.peaks.get(name, float('nan')):>15.3f} {scale:>8.3f}")
+    where = "not written (--dry-run)" if dry_run else f"written to {path}"
+    typer.echo(f"{profile.hours:.2f} h of nominal reference in {profile.runs} runs; {where}")

@@ -25,7 +25,10 @@ class DetectorConfig:
     combined score. ``clear_steps``: steps below every threshold before an anomaly is declared
     over. ``horizons``: control steps over which the worker re-predicts each reading open loop
     (from the latent that many steps back, through the actions applied since; empty: off);
-    ``horizon_window``: steps the ``horizon`` statistic averages over.
+    ``horizon_window``: steps the ``horizon`` statistic averages over. ``limit_margin``: a
+    reading within this fraction of its sensor's range from either end of the schema's range
+    is at a limit (a cart at its end stop): an envelope event, not evidence of a fault; the
+    detector pauses there and for ``limit_holdoff_steps`` after (the impact's residuals).
     """
 
     warmup_steps: int = 10
@@ -43,8 +46,16 @@ class DetectorConfig:
     clear_steps: int = 30
     horizons: tuple[int, ...] = (5, 10, 20, 30)
     horizon_window: int = 30
+    limit_margin: float = 0.01
+    limit_holdoff_steps: int = 60
 
     def __post_init__(self) -> None:
+        if not 0 <= self.limit_margin < 0.5:
+            raise ValueError(f"DetectorConfig.limit_margin={self.limit_margin!r} must be in [0, 0.5)")
+        if not isinstance(self.limit_holdoff_steps, int) or self.limit_holdoff_steps < 0:
+            raise ValueError(
+                f"DetectorConfig.limit_holdoff_steps={self.limit_holdoff_steps!r} must be an integer >= 0"
+            )
         for name in ("warmup_steps", "calibration_steps", "clear_steps", "stuck_min_steps", "horizon_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -35,6 +35,14 @@ Statistics, each divided by its threshold (1 = alarm level; ``score`` is the lar
   model's own fast error, and each horizon and sensor against its own nominal level keeps a
   fault that shows in one sensor at one horizon from being diluted by the others.
 
+Range limits. A reading within ``limit_margin`` of either end of its sensor's range (``limits``,
+from the schema; a wrapped angle has none) is an envelope event, not a fault: the detector
+pauses there and for ``limit_holdoff_steps`` after (verdict reason :data:`AT_LIMIT`, then
+:data:`AFTER_LIMIT`), then starts its path statistics afresh.
+
+A reference profile (:mod:`twin.worker.profile`) rescales each ratio to an alarm level checked
+on long nominal operation; without one, the thresholds are per-asset extrapolations.
+
 The path statistics (CUSUM, EWMA) get thresholds from their nominal paths: ``margin`` times their
 peak, and at least a floor from their measured spread. The whole state is JSON
 (:meth:`Detector.to_json`), stored with each latent snapshot, so a restarted worker carries on
@@ -47,12 +55,15 @@ import base64
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twin.worker.config import DetectorConfig
 from twin.worker.surprise import Surprise
+
+if TYPE_CHECKING:
+    from twin.worker.profile import DetectorProfile
 
 _MAD = 1.4826
 BLOCK = 30
@@ -62,6 +73,9 @@ MIN_WINDOWS = 10
 STATE_VERSION = 4
 """4: the calibration buffers and the open-loop window are packed float64 (base64), not lists."""
 STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
+AT_LIMIT = "at a range limit"
+"""A verdict's reason while a reading is at its sensor's range limit (see :class:`Detector`)."""
+AFTER_LIMIT = "after a range limit"
 
 
 @dataclass(slots=True)
@@ -167,9 +181,29 @@ def stuck_runs(observed: np.ndarray) -> np.ndarray:
 class Detector:
     """Calibrates on an asset's nominal steps, then flags anomalies (see the module docstring)."""
 
-    def __init__(self, config: DetectorConfig, sensors: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig,
+        sensors: tuple[str, ...],
+        profile: DetectorProfile | None = None,
+        limits: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         self.config = config
         self.sensors = tuple(sensors)
+        self.profile = profile
+        """The model's reference profile (:mod:`twin.worker.profile`): each statistic's ratio is
+        divided by its ``scale`` (the alarm level), and raised to its ``exponent`` in ``score``."""
+        self.alarm_scale = dict(profile.scale) if profile is not None else {}
+        self.exponent = dict(profile.exponent) if profile is not None else {}
+        self.limit_low = self.limit_high = None
+        """(S,) readings at or beyond these are at a range limit (None: no limits known)."""
+        if limits is not None:
+            low, high = (np.asarray(v, dtype=np.float64) for v in limits)
+            span = np.where(np.isfinite(high - low), high - low, 0.0)
+            self.limit_low = low + config.limit_margin * span
+            self.limit_high = high - config.limit_margin * span
+        self.hold = 0
+        """Steps left in the pause after a range limit."""
         n = len(self.sensors)
         self.lambdas = (config.ewma_lambda, config.ewma_lambda / 4)
         self.steps = 0
@@ -315,6 +349,18 @@ class Detector:
                 return Verdict(0.0, False, reason="skipped steps")
         observed = surprise.observed
         s = len(self.sensors)
+        if observed is not None and self.limit_low is not None and self.limit_high is not None:
+            at = (np.asarray(observed) <= self.limit_low) | (np.asarray(observed) >= self.limit_high)
+            if at.any() or self.hold > 0:
+                # an end stop's impact is outside what the model learned, and not a fault: pause,
+                # and start the path statistics afresh after it
+                self.hold = cfg.limit_holdoff_steps if at.any() else self.hold - 1
+                self.last_residual, self.last_obs = None, None
+                self.run[:] = 0
+                if self.armed:
+                    self.reset_statistics()
+                hit = {n: 1.0 for n, a in zip(self.sensors, at, strict=True) if a}
+                return Verdict(0.0, False, hit, AT_LIMIT if hit else AFTER_LIMIT)
         if observed is not None:
             observed = np.asarray(observed, dtype=np.float64)
             if self.last_obs is not None:
@@ -367,7 +413,7 @@ class Detector:
             "stuck": float(stuck_ratio.max()),
             "horizon": horizon,
         }
-        ratios = {k: every[k] for k in cfg.statistics}
+        ratios = {k: every[k] / self.alarm_scale.get(k, 1.0) for k in cfg.statistics}
         instant = max(ratios.get("instant", 0.0), ratios.get("peak", 0.0))
         self.above = self.above + 1 if instant > 1.0 else 0
         jump = instant > 3.0  # one step far outside: an abrupt fault
@@ -380,7 +426,9 @@ class Detector:
             or ratios.get("stuck", 0.0) >= 1.0
             or ratios.get("horizon", 0.0) > 1.0
         )
-        reason = max(ratios, key=lambda k: ratios[k])
+        # the score ranks evidence: each statistic on its profile's common footing (1 = alarm)
+        levels = {k: max(v, 0.0) ** self.exponent.get(k, 1.0) for k, v in ratios.items()}
+        reason = max(levels, key=lambda k: levels[k])
         shares = np.append(
             units[:s] ** 2 / s + ewma_ratio.max(axis=0) ** 2 + stuck_ratio**2 + jumps**2 + horizon_share,
             cfg.latent_weight * units[s] ** 2,
@@ -388,7 +436,7 @@ class Detector:
         total = float(shares.sum()) or 1.0
         names = (*self.sensors, "latent")
         contributions = {n: round(float(v / total), 4) for n, v in zip(names, shares, strict=True)}
-        return Verdict(float(max(ratios.values())), alarm, contributions, reason, ratios)
+        return Verdict(float(max(levels.values())), alarm, contributions, reason, ratios)
 
     def reset_statistics(self) -> None:
         """Start CUSUM and EWMA afresh (after an anomaly is declared over)."""
@@ -407,6 +455,7 @@ class Detector:
             "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
             "last_step": self.last_step,
+            "hold": self.hold,
         }
         if self.armed:
             assert self.scale is not None and self.centre is not None
@@ -436,10 +485,18 @@ class Detector:
         return out
 
     @classmethod
-    def from_json(cls, config: DetectorConfig, sensors: tuple[str, ...], data: dict[str, Any]) -> Detector:
+    def from_json(
+        cls,
+        config: DetectorConfig,
+        sensors: tuple[str, ...],
+        data: dict[str, Any],
+        profile: DetectorProfile | None = None,
+        limits: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Detector:
         """Restore :meth:`to_json`; state from another version of the detector starts afresh
-        (calibrating again) instead of being misread."""
-        detector = cls(config, sensors)
+        (calibrating again) instead of being misread. ``profile`` and ``limits`` come from the
+        model, not the state."""
+        detector = cls(config, sensors, profile, limits)
         if data.get("version") != STATE_VERSION:
             return detector
         f64 = np.float64
@@ -451,6 +508,7 @@ class Detector:
         if data.get("last_obs") is not None:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
         detector.last_step = data.get("last_step")
+        detector.hold = int(data.get("hold", 0))
         if data.get("last_residual") is not None:
             detector.last_residual = np.asarray(data["last_residual"], dtype=f64)
         if "centre" in data:

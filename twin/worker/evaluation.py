@@ -77,16 +77,19 @@ def simulate(
     faults: list[dict[str, Any] | None],
     fault_s: float,
     control_hz: float = CONTROL_HZ,
+    scene_name: str = "cartpole",
+    obs_hz: float = CONTROL_HZ,
 ) -> Episodes:
-    """One cartpole episode per seed (and fault spec, or None), ``steps`` readings at 30 Hz, the
-    controller run at ``control_hz`` (a multiple of 30 Hz; ``twin sim`` runs it at 60 Hz)."""
+    """One episode of ``scene_name`` (its default controller) per seed (and fault spec, or None),
+    ``steps`` readings at ``obs_hz``, the controller run at ``control_hz`` (a multiple of
+    ``obs_hz``; ``twin sim`` runs the cartpole's at 60 Hz)."""
     from sim.faults import fault_from_dict
     from sim.registry import make_scene
     from sim.scene import SceneConfig
 
-    scene = make_scene("cartpole", SceneConfig(seed=0, controller="default"))
+    scene = make_scene(scene_name, SceneConfig(seed=0, controller="default"))
     try:
-        ticks = round(scene.schema().rate_hz / CONTROL_HZ)
+        ticks = round(scene.schema().rate_hz / obs_hz)
         every = round(scene.schema().rate_hz / control_hz)
         observed = np.empty((len(seeds), steps, len(scene.schema().sensors)))
         actions = np.empty((len(seeds), steps, len(scene.schema().actuators)))

@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 from bridge import StreamSchema
 from twin.model.api import TwinModel
 from twin.model.checkpoint import SchemaMismatch
+from twin.worker.config import DetectorConfig
+from twin.worker.profile import DetectorProfile
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,34 @@ class ModelAdapter:
         self._half = (features.action_high - features.action_low) / 2
         self.latent_dim = int(model.model.config.latent_dim)
         self.n_actions = len(self._mid)
+        sensors = model.schema.sensors
+        wrapped = np.isfinite(self.periods)  # an angle's range ends are one point, not a stop
+        self.limits = (
+            np.where(wrapped, -np.inf, [sp.low for sp in sensors]).astype(np.float64),
+            np.where(wrapped, np.inf, [sp.high for sp in sensors]).astype(np.float64),
+        )
+        """(low, high) (S,) SI: each sensor's range in the trained schema (+-inf for wrapped
+        angles), the detector's range limits."""
+        stored = model.checkpoint.detector
+        self.profile = DetectorProfile.from_dict(stored) if stored else None
+        """The detector's reference profile stored with the checkpoint (``twin calibrate-detector``)."""
+
+    def profile_for(self, config: DetectorConfig) -> tuple[DetectorProfile | None, str]:
+        """The detector profile for a detector run under ``config`` (None: it has none, or it was
+        fitted under another config) and a line saying which."""
+        if self.profile is None:
+            return None, (
+                f"{self.name} has no detector profile: alarm levels from per-asset calibration alone "
+                f"(expect tens of false alarms an hour; run `twin calibrate-detector {self.name}`)"
+            )
+        why = self.profile.mismatch(config)
+        if why is not None:
+            return None, f"{self.name}: detector profile not used: {why}"
+        p = self.profile
+        return p, (
+            f"{self.name}: detector profile from {p.hours:.2f} h of nominal reference ({p.runs} runs) "
+            f"for {p.per_hour:g} false alarms/h"
+        )
 
     @classmethod
     def load(cls, ref: str, engine: Engine | None = None) -> ModelAdapter:

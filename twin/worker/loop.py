@@ -22,10 +22,11 @@ import numpy as np
 from bridge import Action, Event, Observation, Prediction, Publisher, SensorSpec, StreamSchema, Subscriber
 from twin.worker.assets import Anomaly, AssetState, Pending
 from twin.worker.config import WorkerConfig
-from twin.worker.detector import Detector, Verdict
+from twin.worker.detector import AFTER_LIMIT, AT_LIMIT, Detector, Verdict
 from twin.worker.inference import ModelAdapter
 from twin.worker.memory import memory_op
 from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64
+from twin.worker.profile import DetectorProfile
 from twin.worker.surprise import OpenLoop, Surprise, step_evidence
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class TwinWorker:
         self.adapted: dict[str, ModelAdapter] = {}
         """Adapted descendants of the served models that stored snapshots name (set by the
         service): an asset whose snapshot names one resumes on it."""
+        self._profiles: dict[str, DetectorProfile | None] = {}
+        """Per model name, its detector profile under this worker's config (logged once)."""
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event, duration_s: float | None = None) -> WorkerStats:
@@ -207,7 +210,7 @@ class TwinWorker:
             stream=schema.stream,
             model=model,
             schema_id=schema.schema_id,
-            detector=Detector(self.config.detector, model.sensors),
+            detector=Detector(self.config.detector, model.sensors, self.profile(model), model.limits),
             window=np.zeros((model.history, len(model.sensors))),
         )
         asset.faults.extend(self._pending_faults.pop(name, []))
@@ -222,6 +225,15 @@ class TwinWorker:
         )
         return asset
 
+    def profile(self, model: ModelAdapter) -> DetectorProfile | None:
+        """``model``'s detector profile under this worker's detector config; says once per model
+        whether it applies (a model without one alarms far more often on nominal data)."""
+        if model.name not in self._profiles:
+            profile, line = model.profile_for(self.config.detector)
+            (log.info if profile is not None else log.warning)("%s", line)
+            self._profiles[model.name] = profile
+        return self._profiles[model.name]
+
     def _restore(self, asset: AssetState, row: Any) -> None:
         asset.window = np.frombuffer(row.window, dtype="<f8").reshape(asset.window.shape).copy()
         asset.filled = len(asset.window)
@@ -230,7 +242,13 @@ class TwinWorker:
         asset.action = action if len(action) else None
         asset.step = int(row.step)
         asset.last_t_ns = asset.last_step_t_ns = int(row.t_ns)
-        asset.detector = Detector.from_json(self.config.detector, asset.model.sensors, row.detector)
+        asset.detector = Detector.from_json(
+            self.config.detector,
+            asset.model.sensors,
+            row.detector,
+            self.profile(asset.model),
+            asset.model.limits,
+        )
         asset.restored = True
         pending = self.pending_restored.pop(asset.asset, [])
         asset.pending = deque(sorted(pending, key=_target))
@@ -455,6 +473,24 @@ class TwinWorker:
 
     def detect(self, asset: AssetState, verdict: Verdict) -> None:
         t = asset.last_step_t_ns
+        if verdict.reason in (AT_LIMIT, AFTER_LIMIT):  # the detector pauses: nothing to judge
+            if verdict.reason == AT_LIMIT and not asset.at_limit:
+                sensors = ",".join(verdict.contributions)
+                self.emit(
+                    Event(
+                        asset.asset,
+                        t,
+                        "envelope",
+                        "range_limit",
+                        "info",
+                        f"{asset.asset}: {sensors} at the end of its range: anomaly detection paused "
+                        f"until {self.config.detector.limit_holdoff_steps} steps after it leaves",
+                        {"sensors": sensors, "values": asset.window[-1].tolist()},
+                    )
+                )
+            asset.at_limit = verdict.reason == AT_LIMIT
+            return
+        asset.at_limit = False
         if verdict.score < 0.5:
             asset.calm_since_t_ns = t
         current = asset.anomaly

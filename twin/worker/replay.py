@@ -19,6 +19,7 @@ import numpy as np
 from twin.worker.config import DetectorConfig
 from twin.worker.detector import STATISTICS, Detector
 from twin.worker.inference import ModelAdapter
+from twin.worker.profile import DetectorProfile
 from twin.worker.surprise import Surprise, open_loop_residuals, step_evidence
 
 
@@ -88,16 +89,20 @@ def replay_detector(
     config: DetectorConfig,
     sensors: tuple[str, ...],
     periods: np.ndarray | None = None,
+    profile: DetectorProfile | None = None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Detection:
     """Feed each episode's evidence to a fresh detector (one per episode: per-asset calibration).
-    ``periods``: the model's residual periods (:attr:`ModelAdapter.periods`), as the loop passes."""
+    ``periods``: the model's residual periods (:attr:`ModelAdapter.periods`), as the loop passes;
+    ``profile``: the model's reference profile (:mod:`twin.worker.profile`) and ``limits`` the
+    sensors' ranges (:attr:`ModelAdapter.limits`), as the loop passes."""
     b, steps, _ = evidence.residual.shape
     score = np.zeros((b, steps))
     ratios = np.zeros((b, steps, len(STATISTICS)))
     alarm = np.zeros((b, steps), dtype=bool)
     onset = np.zeros((b, steps), dtype=bool)
     for i in range(b):
-        detector = Detector(config, sensors)
+        detector = Detector(config, sensors, profile, limits)
         active, quiet = False, 0
         for t in range(steps):
             if not np.isfinite(evidence.latent[i, t]):
@@ -125,3 +130,35 @@ def replay_detector(
                 active = False
                 detector.reset_statistics()
     return Detection(score, ratios, alarm, onset)
+
+
+def replay_ratios(
+    evidence: Evidence,
+    config: DetectorConfig,
+    sensors: tuple[str, ...],
+    periods: np.ndarray | None = None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Each episode through a fresh detector that never declares an anomaly (no restart of its
+    path statistics): (B, T, len(STATISTICS)) ratios, NaN until it is armed. What nominal
+    reference runs show a :class:`~twin.worker.profile.DetectorProfile` (with a fitted profile
+    they would not alarm, so nothing would restart)."""
+    b, steps, _ = evidence.residual.shape
+    out = np.full((b, steps, len(STATISTICS)), np.nan)
+    for i in range(b):
+        detector = Detector(config, sensors, limits=limits)
+        for t in range(steps):
+            if not np.isfinite(evidence.latent[i, t]):
+                continue
+            open_loop = None if evidence.horizons is None else evidence.horizons[i, t]
+            surprise = Surprise(
+                evidence.residual[i, t],
+                float(evidence.latent[i, t]),
+                evidence.observed[i, t],
+                periods=periods,
+                horizons=open_loop,
+            )
+            verdict = detector.update(surprise)
+            if detector.armed and verdict.ratios:
+                out[i, t] = [verdict.ratios.get(k, 0.0) for k in STATISTICS]
+    return out

@@ -1,0 +1,48 @@
+"""``twin calibrate-detector``: a profile fitted on simulated nominal runs, stored with the model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+from twin.model.checkpoint import load_checkpoint
+from twin.worker.calibrate import ReferenceConfig, calibrate_detector
+from twin.worker.config import DetectorConfig
+from twin.worker.inference import ModelAdapter
+
+SMALL = DetectorConfig(calibration_steps=60)
+
+
+@pytest.mark.slow
+def test_profile_is_fitted_on_nominal_runs_and_travels_with_the_checkpoint(tiny_model: Path, tmp_path: Path):
+    path = tmp_path / "model.pt"
+    shutil.copy(tiny_model, path)
+    before, _ = ModelAdapter.load(str(path)).profile_for(SMALL)
+    assert before is None
+    reference = ReferenceConfig(runs=3, seconds=14.0, seed=9000, block_steps=30)
+    profile, written = calibrate_detector(str(path), SMALL, reference)
+    assert written == path
+    assert profile.runs == 3 and profile.hours > 0
+    assert set(profile.scale) == set(SMALL.statistics)
+    assert load_checkpoint(path).detector == profile.to_dict()
+    model = ModelAdapter.load(str(path))
+    stored, line = model.profile_for(SMALL)
+    assert stored == profile and "nominal reference" in line
+    other, why = model.profile_for(DetectorConfig(calibration_steps=60, margin=3.0))
+    assert other is None and "margin" in why
+    # the same seeds give the same profile (runs replay)
+    again, _ = calibrate_detector(str(path), SMALL, reference, write=False)
+    assert again == profile
+
+
+def test_cli_says_what_is_wrong_with_too_short_runs(tiny_model: Path):
+    args = ["calibrate-detector", str(tiny_model), "--runs", "2", "--seconds", "10"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "make --seconds longer" in result.output
+    missing = CliRunner().invoke(app, ["calibrate-detector", "/nonexistent/model.pt", "--db", "sqlite://"])
+    assert missing.exit_code == 2 and "no checkpoint file" in missing.output
