@@ -75,6 +75,13 @@ def _tampering(feed: Feed) -> dict[str, Any]:
         values[0] = 40.0  # cart_position: -15..15 m
         return _with(frame, values=values)
 
+    def at_limit(step: int, frame: Observation) -> Observation:
+        if not BAD_STEP <= step < BAD_STEP + 5:
+            return frame
+        values = frame.values.copy()
+        values[0] = 15.0  # cart_position at the end of its -15..15 m range: in range, at the stop
+        return _with(frame, values=values)
+
     def backwards(step: int, frame: Observation) -> Observation:
         return _with(frame, t_ns=feed.t_ns(BAD_STEP - 20)) if step == BAD_STEP else frame
 
@@ -96,6 +103,7 @@ def _tampering(feed: Feed) -> dict[str, Any]:
         "inf": inf,
         "shape": shape,
         "range": out_of_range,
+        "limit": at_limit,
         "backwards": backwards,
         "future": future,
         "schema": schema_change,
@@ -113,7 +121,7 @@ def bad_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """One worker fed a good asset and every bad asset of :data:`CASES`; what it said and stored."""
     home = tmp_path_factory.mktemp("bad-input")
     db = f"sqlite:///{home / 'twin.sqlite'}"
-    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ("good", *CASES)}
+    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ("good", "limit", *CASES)}
     schemas["alien"] = _alien_schema()
     with Bus(BusConfig.local(heartbeat_s=0.2)) as bus:
         worker = spawn(
@@ -196,3 +204,15 @@ def test_a_schema_change_snapshots_and_resets_the_asset_then_serves_the_new_sche
     assert any(schema_id == new for schema_id, _ in reasons)  # and the new schema is being served
     event = next(m for m in bad_run["heard"] if getattr(m, "name", "") == "schema_change")
     assert new in event.message
+
+
+def test_a_reading_at_its_range_limit_is_an_envelope_event_not_an_error(bad_run):
+    heard, feed = bad_run["heard"], bad_run["feed"]
+    own = [m for m in heard if getattr(m, "asset", None) == "limit"]
+    limit = [m for m in own if getattr(m, "name", None) == "range_limit"]
+    assert [m.name for m in limit] == ["range_limit"], limit  # one event per contact
+    assert limit[0].params["sensors"] == "cart_position" and limit[0].params["value_cart_position"] == 15.0
+    assert limit[0].topic == "event.limit.marker" and limit[0].severity == "info"
+    assert not [m for m in own if getattr(m, "category", None) in ("error", "anomaly")]
+    predictions = [m for m in own if m.topic == "pred.limit.state"]
+    assert any(p.origin_t_ns > feed.t_ns(BAD_STEP + 10) for p in predictions)  # served throughout

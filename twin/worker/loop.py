@@ -480,12 +480,19 @@ class TwinWorker:
                     Event(
                         asset.asset,
                         t,
-                        "envelope",
+                        "marker",
                         "range_limit",
                         "info",
                         f"{asset.asset}: {sensors} at the end of its range: anomaly detection paused "
                         f"until {self.config.detector.limit_holdoff_steps} steps after it leaves",
-                        {"sensors": sensors, "values": asset.window[-1].tolist()},
+                        {
+                            "sensors": sensors,
+                            **{
+                                f"value_{name}": float(value)
+                                for name, value in zip(asset.model.sensors, asset.window[-1], strict=True)
+                                if name in verdict.contributions
+                            },
+                        },
                     )
                 )
             asset.at_limit = verdict.reason == AT_LIMIT

@@ -11,7 +11,7 @@ from ui.resources import config, engine
 from ui.timefmt import format_local
 from ui.views.common import store_error, store_tables
 
-CATEGORIES = ("anomaly", "fault", "note", "marker", "envelope", "error")
+CATEGORIES = ("anomaly", "fault", "note", "marker", "error")
 
 
 def event_label(row) -> str:
