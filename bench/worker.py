@@ -557,9 +557,12 @@ def main(argv: list[str] | None = None) -> None:
     details = ("detection", "ingest_worker_stopped", "worker_ready_after_restart")
     summary = {k: result.get(k) for k in keys}
     summary.update({k: v for k, v in result.items() if k not in summary and k not in details})
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary) + "\n")
-    DETAILS.write_text(json.dumps({k: result.get(k) for k in details}, indent=1) + "\n")
+    if args.skip_live or args.skip_detection:  # a partial run leaves the full run's record alone
+        log.warning("partial run: %s and %s left as they are", RESULTS.name, DETAILS.name)
+    else:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(summary) + "\n")
+        DETAILS.write_text(json.dumps({k: result.get(k) for k in details}, indent=1) + "\n")
     print(json.dumps(summary))
 
 

@@ -46,3 +46,14 @@ def test_cli_says_what_is_wrong_with_too_short_runs(tiny_model: Path):
     assert "make --seconds longer" in result.output
     missing = CliRunner().invoke(app, ["calibrate-detector", "/nonexistent/model.pt", "--db", "sqlite://"])
     assert missing.exit_code == 2 and "no checkpoint file" in missing.output
+
+
+def test_an_unreadable_stored_profile_is_ignored_not_fatal(tiny_model: Path, tmp_path: Path):
+    from twin.model.checkpoint import save_checkpoint
+
+    checkpoint = load_checkpoint(tiny_model)
+    checkpoint.detector = {"scale": {"instant": 2.0}, "from_the_future": True}
+    path = save_checkpoint(checkpoint, tmp_path / "odd.pt")
+    model = ModelAdapter.load(str(path))
+    assert model.profile is None
+    assert model.profile_for(SMALL)[0] is None

@@ -69,7 +69,11 @@ class ModelAdapter:
         """(low, high) (S,) SI: each sensor's range in the trained schema (+-inf for wrapped
         angles), the detector's range limits."""
         stored = model.checkpoint.detector
-        self.profile = DetectorProfile.from_dict(stored) if stored else None
+        self.profile: DetectorProfile | None = None
+        try:
+            self.profile = DetectorProfile.from_dict(stored) if stored else None
+        except (TypeError, ValueError) as exc:  # written by another version: serve without it
+            log.warning("%s: detector profile not readable (%s); per-asset calibration alone", name, exc)
         """The detector's reference profile stored with the checkpoint (``twin calibrate-detector``)."""
 
     def profile_for(self, config: DetectorConfig) -> tuple[DetectorProfile | None, str]:
