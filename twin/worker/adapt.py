@@ -215,7 +215,8 @@ class AdaptStats:
     """Buffered steps forgotten because an anomaly flagged them."""
     excluded: Counter[str] = field(default_factory=Counter)
     """Steps never buffered, by reason: ``anomaly`` in progress, ``guard`` after one,
-    ``calibrating`` (detector not armed), ``surprise`` at alarm level, ``untracked``."""
+    ``calibrating`` (detector not armed), ``surprise`` at alarm level, ``range_limit`` (a reading
+    at its range limit, and the detector's pause after it), ``untracked``."""
     last: dict[str, Any] = field(default_factory=dict)
     """The last job's outcome (figures from the child)."""
 
@@ -599,6 +600,8 @@ class Adaptation:
             why = "guard"
         elif not asset.detector.armed:
             why = "calibrating"
+        elif asset.at_limit or asset.detector.hold > 0:
+            why = "range_limit"  # an end stop's contact is outside what the model can learn
         elif asset.last_surprise >= self.config.alarm_level:
             why = "surprise"
         if why is not None:
