@@ -15,12 +15,16 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
 from twin.worker.config import DetectorConfig
 from twin.worker.profile import DetectorProfile, fit_profile
+
+if TYPE_CHECKING:
+    from twin.worker.inference import ModelAdapter
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +52,12 @@ class ReferenceConfig:
 
 
 def reference_ratios(
-    model: object, detector: DetectorConfig, reference: ReferenceConfig, scene: str
+    model: ModelAdapter, detector: DetectorConfig, reference: ReferenceConfig, scene: str
 ) -> np.ndarray:
-    """Nominal reference runs of ``scene`` through ``model`` (a
-    :class:`~twin.worker.inference.ModelAdapter`) -> their detector ratios (runs, T, K)."""
+    """Nominal reference runs of ``scene`` through ``model`` -> their detector ratios (runs, T, K)."""
     from twin.worker.evaluation import simulate
-    from twin.worker.inference import ModelAdapter
     from twin.worker.replay import replay_evidence, replay_ratios
 
-    assert isinstance(model, ModelAdapter)
     steps = round(reference.seconds * model.control_hz)
     armed_at = model.history + 1 + detector.warmup_steps + detector.calibration_steps
     if steps - armed_at < reference.block_steps:
@@ -80,7 +81,7 @@ def calibrate_detector(
     """Fit the profile of model ``ref`` (checkpoint path or registry reference) and, with
     ``write``, store it in its checkpoint and registry row. Returns it and the checkpoint path."""
     from twin.model.api import checkpoint_path
-    from twin.model.checkpoint import load_checkpoint, save_checkpoint
+    from twin.model.checkpoint import save_checkpoint
     from twin.worker.inference import ModelAdapter
 
     detector = detector or DetectorConfig()
@@ -96,7 +97,7 @@ def calibrate_detector(
     elapsed = time.perf_counter() - started
     log.info("fitted %s's detector profile in %.1f s: %s", model.name, elapsed, profile.scale)
     if write:
-        checkpoint = load_checkpoint(path)
+        checkpoint = model.model.checkpoint  # the one loaded above: written back with the profile
         checkpoint.detector = profile.to_dict()
         save_checkpoint(checkpoint, path)
         if checkpoint.name and engine is not None:

@@ -12,12 +12,13 @@ pass per control step.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from twin.worker.config import DetectorConfig
-from twin.worker.detector import STATISTICS, Detector
+from twin.worker.detector import STATISTICS, Detector, Verdict
 from twin.worker.inference import ModelAdapter
 from twin.worker.profile import DetectorProfile
 from twin.worker.surprise import Surprise, open_loop_residuals, step_evidence
@@ -84,6 +85,27 @@ def replay_evidence(
     return Evidence(residual, latent, observed, open_loop)
 
 
+def _judged(
+    evidence: Evidence, i: int, detector: Detector, periods: np.ndarray | None
+) -> Iterator[tuple[int, Verdict]]:
+    """Episode ``i``'s steps through ``detector``: (step, verdict) where it judged (armed, not
+    paused), as the live loop feeds :meth:`Detector.update`."""
+    for t in range(evidence.residual.shape[1]):
+        if not np.isfinite(evidence.latent[i, t]):
+            continue
+        open_loop = None if evidence.horizons is None else evidence.horizons[i, t]
+        surprise = Surprise(
+            evidence.residual[i, t],
+            float(evidence.latent[i, t]),
+            evidence.observed[i, t],
+            periods=periods,
+            horizons=open_loop,
+        )
+        verdict = detector.update(surprise)
+        if detector.armed and verdict.ratios:
+            yield t, verdict
+
+
 def replay_detector(
     evidence: Evidence,
     config: DetectorConfig,
@@ -104,19 +126,7 @@ def replay_detector(
     for i in range(b):
         detector = Detector(config, sensors, profile, limits)
         active, quiet = False, 0
-        for t in range(steps):
-            if not np.isfinite(evidence.latent[i, t]):
-                continue
-            residual, latent, observed = (
-                evidence.residual[i, t],
-                float(evidence.latent[i, t]),
-                evidence.observed[i, t],
-            )
-            open_loop = None if evidence.horizons is None else evidence.horizons[i, t]
-            surprise = Surprise(residual, latent, observed, periods=periods, horizons=open_loop)
-            verdict = detector.update(surprise)
-            if not detector.armed or not verdict.ratios:
-                continue
+        for t, verdict in _judged(evidence, i, detector, periods):
             score[i, t] = verdict.score
             ratios[i, t] = [verdict.ratios.get(k, 0.0) for k in STATISTICS]
             alarm[i, t] = verdict.alarm
@@ -147,18 +157,6 @@ def replay_ratios(
     out = np.full((b, steps, len(STATISTICS)), np.nan)
     for i in range(b):
         detector = Detector(config, sensors, limits=limits)
-        for t in range(steps):
-            if not np.isfinite(evidence.latent[i, t]):
-                continue
-            open_loop = None if evidence.horizons is None else evidence.horizons[i, t]
-            surprise = Surprise(
-                evidence.residual[i, t],
-                float(evidence.latent[i, t]),
-                evidence.observed[i, t],
-                periods=periods,
-                horizons=open_loop,
-            )
-            verdict = detector.update(surprise)
-            if detector.armed and verdict.ratios:
-                out[i, t] = [verdict.ratios.get(k, 0.0) for k in STATISTICS]
+        for t, verdict in _judged(evidence, i, detector, periods):
+            out[i, t] = [verdict.ratios.get(k, 0.0) for k in STATISTICS]
     return out
