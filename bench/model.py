@@ -197,6 +197,7 @@ ABLATION = {
     "no_inverse_dynamics": {"objective": {"inverse_weight": 0.0}},
     "concat_actions_no_film": {"model": {"conditioning": "concat"}},
     "history_1": {"model": {"history": 1}},
+    "no_carried_observation": {"model": {"carry_observation": False}},
     "rollout_8": {"objective": {"rollout_steps": 8}},
 }
 """Variants of the cartpole model: each switches one part of the objective or model off."""

@@ -71,10 +71,11 @@ def test_api_forecast_bands_and_surprise(checkpoint):
     episode = oscillator_data(episodes=1, steps=40, seed=5).episodes[0]
     window, actions = episode.obs[:3], episode.actions[2:12]
     forecast = model.forecast(window, actions)
-    assert forecast.values.shape == (10, 3) and forecast.latents.shape == (10, 8)
+    d = checkpoint.model.z_dim  # 8 learned + 5 carried features (3 sensors, the angle as sin, cos too)
+    assert forecast.values.shape == (10, 3) and forecast.latents.shape == (10, d) and d == 8 + 5
     assert np.all(forecast.low <= forecast.values) and np.all(forecast.values <= forecast.high)
     batch = model.encode(np.stack([window, window]))
-    assert batch.shape == (2, 8) and np.allclose(batch[0], model.encode(window), atol=1e-6)
+    assert batch.shape == (2, d) and np.allclose(batch[0], model.encode(window), atol=1e-6)
     surprise = model.surprise(forecast, 1, episode.obs[3], obs_window=episode.obs[1:4])
     assert set(surprise["sensor"]) == {"angle", "rate", "position"} and surprise["latent"] >= 0
     with pytest.raises(ValueError, match="history=3"):

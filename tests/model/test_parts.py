@@ -24,6 +24,7 @@ from twin.model.train import TrainConfig, Trainer
 
 def small_model(f: FeatureMap, **kw) -> JepaWorldModel:
     torch.manual_seed(0)
+    kw.setdefault("carry_observation", False)  # the plain latent; carrying has its own test
     config = ModelConfig(latent_dim=8, hidden=16, action_dim=4, history=3, **kw)
     return build_model(config, f.n_features, f.n_sensors, len(f.action_low))
 
@@ -200,3 +201,34 @@ def test_recorded_streams_are_resampled_by_latest_sample():
     grid = np.array([-5, 0, 12, 20, 34, 40])
     out = _hold(t_ns, values, grid, np.array([np.nan]))
     assert np.isnan(out[0, 0]) and out[1:, 0].tolist() == [1.0, 2.0, 3.0, 3.0, 4.0]
+
+
+def test_carried_observation_is_read_back_and_kept_out_of_vicreg(oscillator):
+    """``carry_observation``: z = [embedding, latest features]; the readout is a skip plus a
+    correction, so the present reads back almost exactly before any training; VICReg sees only
+    the learned part (the features are data, not something to decorrelate)."""
+    f = FeatureMap.fit(oscillator)
+    model = small_model(f, carry_observation=True)
+    assert (model.latent_dim, model.z_dim) == (8, 8 + f.n_features)
+    windows = make_windows(oscillator, f, 3, 4).take(np.arange(64))
+    with torch.no_grad():
+        z = model.encode(windows.features[:, :3])
+        assert z.shape == (64, 8 + f.n_features)
+        assert torch.equal(z[:, 8:], windows.features[:, 2])
+        untrained = (model.read(z) - windows.features[:, 2]).abs().mean()
+        plain = small_model(f)
+        assert float(untrained) < 0.1 * float(
+            (plain.read(plain.encode(windows.features[:, :3])) - windows.features[:, 2]).abs().mean()
+        )
+        assert model.rollout(z, windows.actions).shape == (64, 4, 8 + f.n_features)
+    _, stats = JepaObjective(model, ObjectiveConfig(rollout_steps=4), f).loss(windows)
+    assert math.isfinite(stats["variance"]) and math.isfinite(stats["latent"])
+    with pytest.raises(ValueError, match="carry_observation"):
+        ModelConfig(camera=True, sensors=False)  # the default carries: a camera-only model says no
+
+
+def test_configs_written_before_a_field_keep_their_behaviour():
+    old = ModelConfig(carry_observation=False).to_dict()
+    del old["carry_observation"]
+    assert ModelConfig.from_dict(old).carry_observation is False
+    assert ModelConfig.from_dict(ModelConfig(carry_observation=True).to_dict()).carry_observation is True

@@ -18,6 +18,7 @@ from feedutil import Feed, cartpole_schema, feeding, rows, wait_until
 from workerutil import spawn, stop, wait_json
 
 from bridge import Event, Observation, Publisher
+from twin.model.checkpoint import load_checkpoint
 from twin.store.models import MemoryRow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -75,8 +76,12 @@ def test_memory_search_finds_the_similar_past_moments(tiny_model, bus_config, tm
     def pose(moment: dict) -> str:
         return "Y" if 90 <= feed.step_at(moment["t_ns"]) < 180 else "X"
 
-    # the query's own moment (and the 2 s around it) is left out; every other memory is ranked
-    assert {m["t_ns"] for m in moments} == {feed.t_ns(s) for s in NOTES if s != QUERY_STEP} | {feed.t_ns(3)}
+    # the query's own moment (and the 2 s around it) is left out; every other memory is ranked;
+    # the keyframe is the first step with a full observation window (the model's history)
+    first = load_checkpoint(tiny_model).model.history - 1
+    assert {m["t_ns"] for m in moments} == {feed.t_ns(s) for s in NOTES if s != QUERY_STEP} | {
+        feed.t_ns(first)
+    }
     ranked = [pose(m) for m in moments]
     assert ranked == sorted(ranked), ranked  # every X before every Y
     assert moments[0]["similarity"] > moments[-1]["similarity"]

@@ -151,7 +151,7 @@ def load_checkpoint(path: Path | str, stream: StreamSchema | None = None) -> Che
     if stream is not None:
         check_schema(schema, stream)
     features = FeatureMap.from_dict(payload["features"])
-    config = ModelConfig(**payload["config"]["model"])
+    config = ModelConfig.from_dict(payload["config"]["model"])
     hidden = camera_only_columns(config, features, [s.name for s in schema.sensors])
     model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators), hidden)
     model.load_state_dict(payload["state_dict"])

@@ -91,7 +91,9 @@ def train_command(
     except LookupError as exc:
         typer.echo(f"twin train: {exc}", err=True)
         raise typer.Exit(2) from None
-    model = ModelConfig(camera=camera or camera_only, sensors=not camera_only)
+    model = ModelConfig(
+        camera=camera or camera_only, sensors=not camera_only, carry_observation=not camera_only
+    )
     train = TrainConfig(
         steps=steps, seed=seed, max_seconds=max_minutes * 60, batch=32 if model.camera else 128
     )

@@ -6,7 +6,8 @@
 * :class:`CameraEncoder`: a small strided CNN, (B, 3, 64, 64) uint8 -> (B, D), on the latest
   frame and the difference to the previous one (motion).
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
-  mixing; ``sensors=False`` makes it camera-only.
+  mixing; ``sensors=False`` makes it camera-only; ``carry=True`` appends the latest observed
+  features (hidden columns zeroed) to the learned embedding.
 * :class:`ActionEncoder`: actions in [-1, 1] (B, A) -> (B, E) for FiLM conditioning.
 """
 
@@ -79,13 +80,23 @@ class FusedEncoder(nn.Module):
     """Observation window -> latent z (B, D): sensor MLP and/or camera CNN, summed and mixed.
 
     ``encode(features, frames)``: features (B, history, F); frames (B, >=2, 3, 64, 64) uint8 or
-    None. Either part may be absent (``sensor=None`` is a camera-only encoder).
+    None. Either part may be absent (``sensor=None`` is a camera-only encoder). ``carry``: z is
+    (B, latent_dim + F), the embedding followed by the latest features the sensor encoder sees.
     """
 
-    def __init__(self, latent_dim: int, sensor: SensorEncoder | None, camera: CameraEncoder | None) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        sensor: SensorEncoder | None,
+        camera: CameraEncoder | None,
+        carry: bool = False,
+    ) -> None:
         super().__init__()
         if sensor is None and camera is None:
             raise ValueError("FusedEncoder needs a sensor encoder, a camera encoder or both")
+        if carry and sensor is None:
+            raise ValueError("FusedEncoder(carry=True) needs a sensor encoder (it carries its features)")
+        self.carry = carry
         self.sensor = sensor
         self.camera = camera
         self.latent_dim = latent_dim
@@ -101,7 +112,11 @@ class FusedEncoder(nn.Module):
                 raise ValueError("this encoder needs camera frames (B, 2, 3, 64, 64)")
             parts.append(self.camera(frames[:, -2:]))
         z = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        return z if self.mix is None else z + self.mix(z)
+        z = z if self.mix is None else z + self.mix(z)
+        if self.carry:
+            assert self.sensor is not None
+            z = torch.cat([z, features[:, -1] * self.sensor.keep], dim=-1)
+        return z
 
 
 class ActionEncoder(nn.Module):

@@ -108,5 +108,5 @@ def diagnostics(
         "coverage90": {str(h): round(float(coverage[h - 1].mean()), 4) for h in horizons},
         "coverage90_per_sensor_h10": [round(float(c), 4) for c in coverage[h10 - 1]],
         "shuffled_action_ratio_h10": round(float(permuted / normal), 3),
-        "latent": latent_health(z),
+        "latent": latent_health(z[:, : model.latent_dim]),
     }

@@ -50,7 +50,7 @@ class ModelConfig:
     latent_dim: int = 32
     hidden: int = 128
     action_dim: int = 16
-    history: int = 4
+    history: int = 2
     predictor_layers: int = 2
     conditioning: str = "film"
     sensors: bool = True
@@ -60,6 +60,12 @@ class ModelConfig:
     camera_only: tuple[str, ...] = ()
     """Sensor name prefixes the model may learn only from the camera (e.g. ``("cube",)``: the
     arm's object poses): their features are zeroed at the encoder's input, still read out."""
+    carry_observation: bool = True
+    """Append the latest observed features (normalised; ``camera_only`` columns zeroed) to the
+    learned latent, ``z = [e(window), x_t]`` (``latent_dim + F`` wide), and read out through a
+    skip (``read(z) = x-part + MLP(z)``): the latent keeps the present exactly instead of
+    re-learning it, so the short-horizon error is the predictor's, not a read-out floor. The
+    predictor rolls both parts forward; VICReg applies to the learned part only."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
@@ -73,11 +79,26 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.conditioning={self.conditioning!r} must be one of {CONDITIONING}")
         if not (self.sensors or self.camera):
             raise ValueError("ModelConfig: sensors=False needs camera=True (the model must see something)")
+        if self.carry_observation and not self.sensors:
+            raise ValueError(
+                "ModelConfig.carry_observation=True needs sensors=True (it carries sensor features)"
+            )
         if self.camera and self.history < 2:
             raise ValueError(f"ModelConfig.history={self.history!r} must be >= 2 with a camera (frame pairs)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """The config a checkpoint or registry row stored. Configs written before a field
+        existed get the behaviour they were trained with, not today's default."""
+        return cls(**{**LEGACY_DEFAULTS, **d})
+
+
+LEGACY_DEFAULTS: dict[str, Any] = {"carry_observation": False}
+"""Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
+reproduces those checkpoints."""
 
 
 class JepaWorldModel(nn.Module):
@@ -100,6 +121,10 @@ class JepaWorldModel(nn.Module):
         self.predictor = predictor
         self.readout = readout
         self.inverse = inverse
+        self.latent_dim = config.latent_dim
+        """Width of the learned part of z (the VICReg-regularised dimensions)."""
+        self.z_dim = config.latent_dim + (readout.n_features if config.carry_observation else 0)
+        """Width of z: the learned part, then (``carry_observation``) the observed features."""
 
     def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(features, frames)
@@ -152,6 +177,7 @@ def build_model(
     """Assemble the default parts for ``config`` (tests and ablations inject their own).
     ``hidden_columns``: feature columns the sensor encoder never sees (see ``camera_only``)."""
     d = config.latent_dim
+    z_dim = d + (n_features if config.carry_observation else 0)
     sensor = (
         SensorEncoder(n_features, config.history, d, config.hidden, hidden_columns)
         if config.sensors
@@ -160,9 +186,11 @@ def build_model(
     camera = CameraEncoder(d, config.camera_channels) if config.camera else None
     return JepaWorldModel(
         config,
-        FusedEncoder(d, sensor, camera),
+        FusedEncoder(d, sensor, camera, carry=config.carry_observation),
         ActionEncoder(n_actions, config.action_dim),
-        LatentPredictor(d, config.action_dim, config.hidden, config.predictor_layers, config.conditioning),
-        Readout(d, n_features, n_sensors, config.hidden),
-        InverseDynamics(d, n_actions, config.hidden),
+        LatentPredictor(
+            z_dim, config.action_dim, config.hidden, config.predictor_layers, config.conditioning
+        ),
+        Readout(z_dim, n_features, n_sensors, config.hidden, skip=config.carry_observation),
+        InverseDynamics(z_dim, n_actions, config.hidden),
     )

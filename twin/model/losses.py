@@ -182,7 +182,7 @@ class JepaObjective:
         terms["latent"] = functional.mse_loss(z_pred, z_target[:, 1:]) + functional.mse_loss(
             z_forced, z_target[:, 1:]
         )
-        flat = z_all.reshape(-1, z_all.shape[-1])
+        flat = z_all[..., : m.latent_dim].reshape(-1, m.latent_dim)  # the learned part
         terms["variance"] = vicreg_variance(flat)
         terms["covariance"] = vicreg_covariance(flat)
         inverse = m.inverse(z_all[:, :-1], z_all[:, 1:])

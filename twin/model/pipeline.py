@@ -77,7 +77,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return cls(
-            model=ModelConfig(**d["model"]),
+            model=ModelConfig.from_dict(d["model"]),
             objective=ObjectiveConfig(**d["objective"]),
             train=TrainConfig(**d["train"]),
             baseline_train=TrainConfig(**d["baseline_train"]),

@@ -91,15 +91,27 @@ class LatentPredictor(nn.Module):
 
 
 class Readout(nn.Module):
-    """(..., D) latent -> ((..., F) features, (..., S) positive error scale)."""
+    """(..., D) latent -> ((..., F) features, (..., S) positive error scale).
 
-    def __init__(self, latent_dim: int, n_features: int, n_sensors: int, hidden: int) -> None:
+    ``skip``: the last F dimensions of z are the features themselves (a latent that carries the
+    observation, see ``ModelConfig.carry_observation``); the MLP adds a correction to them."""
+
+    def __init__(
+        self, latent_dim: int, n_features: int, n_sensors: int, hidden: int, skip: bool = False
+    ) -> None:
         super().__init__()
+        self.n_features = n_features
+        self.skip = skip
         self.mean = mlp([latent_dim, hidden, hidden, n_features])
         self.scale = mlp([latent_dim, hidden // 2, n_sensors])
+        if skip:
+            with torch.no_grad():
+                self.mean[-1].weight.mul_(0.1)
+                self.mean[-1].bias.zero_()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mean(z)
+        out = self.mean(z)
+        return out + z[..., -self.n_features :] if self.skip else out
 
     def error_scale(self, z: torch.Tensor) -> torch.Tensor:
         """Expected absolute error per sensor (normalised units) of a reading of ``z``."""

@@ -58,7 +58,7 @@ class ModelAdapter:
         features = model.features
         self._mid = (features.action_high + features.action_low) / 2
         self._half = (features.action_high - features.action_low) / 2
-        self.latent_dim = int(model.model.config.latent_dim)
+        self.latent_dim = int(model.model.z_dim)
         self.n_actions = len(self._mid)
         sensors = model.schema.sensors
         wrapped = np.isfinite(self.periods)  # an angle's range ends are one point, not a stop
