@@ -62,10 +62,11 @@ class ModelConfig:
     arm's object poses): their features are zeroed at the encoder's input, still read out."""
     carry_observation: bool = True
     """Append the latest observed features (normalised; ``camera_only`` columns zeroed) to the
-    learned latent, ``z = [e(window), x_t]`` (``latent_dim + F`` wide), and read out through a
-    skip (``read(z) = x-part + MLP(z)``): the latent keeps the present exactly instead of
-    re-learning it, so the short-horizon error is the predictor's, not a read-out floor. The
-    predictor rolls both parts forward; VICReg applies to the learned part only."""
+    learned latent, ``z = [e(window), x_t]`` (``latent_dim + F`` wide), and read the carried part
+    as it is (an MLP reads only the ``camera_only`` columns): the latent keeps the present
+    exactly instead of re-learning it, so the short-horizon error is the predictor's, not a
+    read-out floor. The predictor rolls both parts forward; VICReg applies to the learned part
+    only."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
@@ -191,6 +192,6 @@ def build_model(
         LatentPredictor(
             z_dim, config.action_dim, config.hidden, config.predictor_layers, config.conditioning
         ),
-        Readout(z_dim, n_features, n_sensors, config.hidden, skip=config.carry_observation),
+        Readout(z_dim, n_features, n_sensors, config.hidden, config.carry_observation, hidden_columns),
         InverseDynamics(z_dim, n_actions, config.hidden),
     )

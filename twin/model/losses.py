@@ -45,9 +45,12 @@ class ObjectiveConfig:
     """Weights of the objective's parts (0 switches a part off)."""
 
     rollout_steps: int = 32
-    latent_weight: float = 1.0
+    latent_weight: float = 0.3
     sensor_weight: float = 1.0
     recon_weight: float = 1.0
+    one_step_weight: float = 10.0
+    """Features read from the teacher-forced one-step predictions (every observed latent one
+    step on) against the next observation: the one-step residual the live detector watches."""
     readout_through: bool = True
     var_weight: float = 1.0
     cov_weight: float = 0.04
@@ -67,7 +70,14 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.rollout_steps, int) or self.rollout_steps < 1:
             raise ValueError(f"ObjectiveConfig.rollout_steps={self.rollout_steps!r} must be an integer >= 1")
-        weights = ("latent_weight", "sensor_weight", "recon_weight", "var_weight", "cov_weight")
+        weights = (
+            "latent_weight",
+            "sensor_weight",
+            "recon_weight",
+            "one_step_weight",
+            "var_weight",
+            "cov_weight",
+        )
         for name in (*weights, "inverse_weight", "scale_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -79,6 +89,11 @@ class ObjectiveConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ObjectiveConfig:
+        """A stored objective; fields added since get the value those runs trained with."""
+        return cls(**{"one_step_weight": 0.0, **d})
 
 
 def vicreg_variance(z: torch.Tensor, target_std: float = 1.0) -> torch.Tensor:
@@ -193,6 +208,9 @@ class JepaObjective:
         terms["recon"] = feature_loss(m.read(read_obs), observed, c.sensor_loss)
         decoded = m.read(read_pred)
         terms["sensor"] = feature_loss(decoded, observed[:, 1:], c.sensor_loss)
+        if c.one_step_weight > 0:
+            forced = z_forced if c.readout_through else z_forced.detach()
+            terms["one_step"] = feature_loss(m.read(forced), observed[:, 1:], c.sensor_loss)
         residual = self.residual(decoded.detach(), observed[:, 1:]).abs()
         scale = m.error_scale(z_pred.detach())
         terms["scale"] = (torch.log(scale) + residual / scale).mean()
@@ -203,6 +221,7 @@ class JepaObjective:
             "inverse": c.inverse_weight,
             "recon": c.recon_weight,
             "sensor": c.sensor_weight if c.readout_through else 1.0,
+            "one_step": c.one_step_weight,
             "scale": c.scale_weight,
         }
         total = sum(weights[name] * value for name, value in terms.items())

@@ -78,7 +78,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return cls(
             model=ModelConfig.from_dict(d["model"]),
-            objective=ObjectiveConfig(**d["objective"]),
+            objective=ObjectiveConfig.from_dict(d["objective"]),
             train=TrainConfig(**d["train"]),
             baseline_train=TrainConfig(**d["baseline_train"]),
             neural_baselines=d["neural_baselines"],
