@@ -159,16 +159,17 @@ def test_kill_9_restart_resumes_exact_state_and_keeps_every_committed_row(
     # ... and from the same frames, the restarted worker forecasts about what the killed one did.
     # Not bit for bit: the inferred action is a function of z - z_prev, which amplifies the
     # float32 rounding of different batchings (the two runs drain and batch the assets
-    # differently) to ~1e-4 at one step and ~2e-3 over the 30-step rollout. The exact check of
-    # the restored state is the digests above.
+    # differently) to ~1e-4 at one step and ~2e-3 over the 30-step rollout (up to 2% of the value
+    # at the rollout's end with a latent that carries the observation: its inferred actions are
+    # sharper). The exact check of the restored state is the digests above.
     after_restart = heard.predictions()[len(before_kill) :]
     old = {(p.asset, p.origin_t_ns): p for p in before_kill}
     compared = 0
     for p in after_restart:
         q = old.get((p.asset, p.origin_t_ns))
         if q is not None:
-            np.testing.assert_allclose(p.mean, q.mean, atol=2e-2)
-            np.testing.assert_allclose(p.upper, q.upper, atol=2e-2)
+            np.testing.assert_allclose(p.mean, q.mean, atol=2e-2, rtol=3e-2)
+            np.testing.assert_allclose(p.upper, q.upper, atol=2e-2, rtol=3e-2)
             compared += 1
     assert compared >= 1
 
