@@ -198,7 +198,9 @@ ABLATION = {
     "no_inverse_dynamics": {"objective": {"inverse_weight": 0.0}},
     "concat_actions_no_film": {"model": {"conditioning": "concat"}},
     "history_1": {"model": {"history": 1}},
+    "history_4": {"model": {"history": 4}},
     "no_carried_observation": {"model": {"carry_observation": False}},
+    "no_one_step_term": {"objective": {"one_step_weight": 0.0}},
     "rollout_8": {"objective": {"rollout_steps": 8}},
 }
 """Variants of the cartpole model: each switches one part of the objective or model off."""
