@@ -61,6 +61,10 @@ class TrainingPreset:
     hidden: int = 64
     rollout_steps: int = 16
     batch: int = 64
+    reference_runs: int = 6
+    """Nominal runs the detector profile is fitted on (``twin calibrate-detector``; 0: none, the
+    worker then calibrates each asset alone and false-alarms ~100x an hour on the cart-pole)."""
+    reference_seconds: float = 150.0
 
     def __post_init__(self) -> None:
         if self.episodes < 4 or self.steps < 1 or self.max_seconds <= 0:
@@ -68,11 +72,15 @@ class TrainingPreset:
                 f"TrainingPreset: episodes={self.episodes!r} must be >= 4 (the split needs four), "
                 f"steps={self.steps!r} >= 1, max_seconds={self.max_seconds!r} > 0"
             )
+        if self.reference_runs < 0 or self.reference_runs == 1:
+            raise ValueError(f"TrainingPreset.reference_runs={self.reference_runs!r} must be 0 or >= 2")
 
 
 PRESETS = {
     "quick": TrainingPreset(episodes=40, steps=800, max_seconds=45.0),
-    "tiny": TrainingPreset(episodes=8, steps=40, max_seconds=10.0, latent_dim=8, hidden=32, rollout_steps=8),
+    "tiny": TrainingPreset(
+        episodes=8, steps=40, max_seconds=10.0, latent_dim=8, hidden=32, rollout_steps=8, reference_runs=0
+    ),
 }
 
 
@@ -137,5 +145,32 @@ def ensure_models(
             say(f"twin up: training a world model for {scene} (first run; cached in the registry after)")
             ref = train_model(scene, preset, engine, models_dir, progress)
             say(f"twin up: {scene} model ready: {ref}")
+        if preset.reference_runs and not has_profile(engine, ref):
+            fit_profile_for(ref, preset, engine, say)
         refs.append(ref)
     return refs
+
+
+def has_profile(engine: Engine, ref: str) -> bool:
+    """Whether model ``ref``'s checkpoint stores a detector profile."""
+    from twin.model.api import checkpoint_path
+    from twin.model.checkpoint import load_checkpoint
+
+    return bool(load_checkpoint(checkpoint_path(ref, engine)).detector)
+
+
+def fit_profile_for(ref: str, preset: TrainingPreset, engine: Engine, say: Callable[[str], None]) -> None:
+    """Fit and store ``ref``'s detector profile on the preset's nominal reference runs."""
+    from sim.stdio import quiet_stdout
+    from twin.worker.calibrate import ReferenceConfig, calibrate_detector
+
+    reference = ReferenceConfig(runs=preset.reference_runs, seconds=preset.reference_seconds)
+    say(
+        f"twin up: fitting {ref}'s detector profile on {reference.runs} nominal runs of "
+        f"{reference.seconds:g} s (once; stored with the model)"
+    )
+    try:
+        with quiet_stdout():
+            calibrate_detector(ref, reference=reference, engine=engine)
+    except ValueError as exc:  # too little armed reference, say: the worker calibrates per asset
+        say(f"twin up: no detector profile for {ref} ({exc}); its assets calibrate alone")

@@ -57,3 +57,34 @@ def test_an_unreadable_stored_profile_is_ignored_not_fatal(tiny_model: Path, tmp
     model = ModelAdapter.load(str(path))
     assert model.profile is None
     assert model.profile_for(SMALL)[0] is None
+
+
+@pytest.mark.slow
+def test_twin_up_fits_a_profile_once_for_the_model_it_trains(tmp_path: Path):
+    """``twin up``'s cell trains a missing model and fits its detector profile on the preset's
+    nominal runs (stored with it); a second start finds both and fits nothing."""
+    import dataclasses
+
+    from twin.cell import PRESETS, ensure_models
+    from twin.model.api import checkpoint_path
+    from twin.store import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'twin.sqlite'}")
+    upgrade(engine)
+    # the worker's default detector arms after ~30 s: 122 s runs leave three 30 s blocks each (8 needed)
+    preset = dataclasses.replace(PRESETS["tiny"], reference_runs=4, reference_seconds=122.0)
+    said: list[str] = []
+    refs = ensure_models(["cartpole"], preset, engine, tmp_path / "models", progress=False, say=said.append)
+    assert refs == ["cartpole:1"]
+    assert any("detector profile" in line for line in said), said
+    stored = load_checkpoint(checkpoint_path("cartpole:1", engine)).detector
+    assert stored and stored["runs"] == 4
+    assert ModelAdapter.load(str(checkpoint_path("cartpole:1", engine))).profile_for(DetectorConfig())[0]
+    said.clear()
+    assert (
+        ensure_models(["cartpole"], preset, engine, tmp_path / "models", progress=False, say=said.append)
+        == refs
+    )
+    assert not any("training" in line or "profile" in line for line in said), said
+    with pytest.raises(ValueError, match="reference_runs"):
+        dataclasses.replace(preset, reference_runs=1)
