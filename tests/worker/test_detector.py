@@ -268,3 +268,38 @@ def test_a_reading_at_its_range_limit_pauses_the_detector_then_it_resumes():
     # 1% of the span from either end counts as at the limit; an infinite range never does
     edge = Detector(config, SENSORS, limits=limits)
     assert edge.update(Surprise(np.zeros(3), 0.2, np.array([-14.8, 1e9, 0.0]))).reason == AT_LIMIT
+
+
+def test_a_range_end_a_sensor_usually_sits_at_is_no_end_stop():
+    """The rotor's ``vibration_rms`` (range 0-100) reads below 1 most of the time: within 1% of
+    its low end, and pausing there would keep the detector from ever calibrating."""
+    from twin.worker.detector import AT_LIMIT, LIMIT_MIN_SEEN
+
+    config = DetectorConfig(calibration_steps=300, limit_holdoff_steps=20)
+    limits = (np.array([-15.0, -np.inf, 0.0]), np.array([15.0, np.inf, 100.0]))
+    detector = Detector(config, SENSORS, limits=limits)
+    residual, latent, observed = _episode(3, 500)
+    observed = np.clip(observed * 0.01, -0.5, 0.5)
+    observed[:, 2] = np.abs(observed[:, 2])  # a non-negative reading near 0, always "at" 0 + 1%
+    verdicts = _feed(detector, residual, latent, observed)
+    assert verdicts[0].reason == AT_LIMIT  # too few steps seen to call it usual
+    assert not any(v.reason == AT_LIMIT for v in verdicts[LIMIT_MIN_SEEN + config.limit_holdoff_steps :])
+    assert detector.armed
+    restored = Detector.from_json(config, SENSORS, detector.to_json(), limits=limits)
+    assert restored.limit_seen == detector.limit_seen and (restored.limit_hits == detector.limit_hits).all()
+    assert restored.update(Surprise(np.zeros(3), 0.2, np.array([0.0, 0.0, 0.1]))).reason != AT_LIMIT
+
+
+def test_range_limits_leave_out_wrapped_angles_and_quaternions():
+    from bridge import SensorSpec
+    from twin.worker.inference import range_limits
+
+    sensors = [
+        SensorSpec("x", "m", -15.0, 15.0),
+        SensorSpec("angle", "rad", -np.pi, np.pi),
+        *(SensorSpec(f"ee_q{c}", "1", -1.0, 1.0) for c in "xyzw"),
+    ]
+    low, high = range_limits(
+        sensors, np.array([False, True, False, False, False, False]), np.array([[2, 3, 4, 5]])
+    )
+    assert low.tolist() == [-15.0] + [-np.inf] * 5 and high.tolist() == [15.0] + [np.inf] * 5

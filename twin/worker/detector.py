@@ -38,7 +38,9 @@ Statistics, each divided by its threshold (1 = alarm level; ``score`` is the lar
 Range limits. A reading within ``limit_margin`` of either end of its sensor's range (``limits``,
 from the schema; a wrapped angle has none) is an envelope event, not a fault: the detector
 pauses there and for ``limit_holdoff_steps`` after (verdict reason :data:`AT_LIMIT`, then
-:data:`AFTER_LIMIT`), then starts its path statistics afresh.
+:data:`AFTER_LIMIT`), then starts its path statistics afresh. An end a sensor sits at for more
+than :data:`LIMIT_USUAL_SHARE` of the steps is its operating point, not an end stop, and stops
+pausing it.
 
 A reference profile (:mod:`twin.worker.profile`) rescales each ratio to an alarm level checked
 on long nominal operation; without one, the thresholds are per-asset extrapolations.
@@ -72,6 +74,12 @@ MIN_WINDOWS = 10
 """Fewest ``horizon_window`` spans of nominal open-loop evidence that arm the ``horizon`` statistic."""
 STATE_VERSION = 4
 """4: the calibration buffers and the open-loop window are packed float64 (base64), not lists."""
+LIMIT_USUAL_SHARE = 0.2
+"""A range end a sensor has sat at for more than this share of the asset's steps is its normal
+operating point (a non-negative RMS near 0, a torque at the motor's limit under a speed
+controller), not an end stop: the detector stops pausing for it."""
+LIMIT_MIN_SEEN = 30
+"""Steps seen before :data:`LIMIT_USUAL_SHARE` applies (until then every end pauses)."""
 STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
 AT_LIMIT = "at a range limit"
 """A verdict's reason while a reading is at its sensor's range limit (see :class:`Detector`)."""
@@ -205,6 +213,9 @@ class Detector:
         self.hold = 0
         """Steps left in the pause after a range limit."""
         n = len(self.sensors)
+        self.limit_seen = 0
+        self.limit_hits = np.zeros((2, n), dtype=int)
+        """Steps seen with readings, and of them those at each (low, high) end of each sensor."""
         self.lambdas = (config.ewma_lambda, config.ewma_lambda / 4)
         self.steps = 0
         self._calib: list[np.ndarray] = []
@@ -350,7 +361,13 @@ class Detector:
         observed = surprise.observed
         s = len(self.sensors)
         if observed is not None and self.limit_low is not None and self.limit_high is not None:
-            at = (np.asarray(observed) <= self.limit_low) | (np.asarray(observed) >= self.limit_high)
+            reading = np.asarray(observed)
+            ends = np.stack([reading <= self.limit_low, reading >= self.limit_high])
+            self.limit_seen += 1
+            self.limit_hits += ends
+            if self.limit_seen >= LIMIT_MIN_SEEN:  # an end it usually sits at is no end stop
+                ends &= self.limit_hits <= LIMIT_USUAL_SHARE * self.limit_seen
+            at = ends.any(axis=0)
             if at.any() or self.hold > 0:
                 # an end stop's impact is outside what the model learned, and not a fault: pause,
                 # and start the path statistics afresh after it
@@ -456,6 +473,8 @@ class Detector:
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
             "last_step": self.last_step,
             "hold": self.hold,
+            "limit_seen": self.limit_seen,
+            "limit_hits": self.limit_hits.tolist(),
         }
         if self.armed:
             assert self.scale is not None and self.centre is not None
@@ -509,6 +528,9 @@ class Detector:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
         detector.last_step = data.get("last_step")
         detector.hold = int(data.get("hold", 0))
+        detector.limit_seen = int(data.get("limit_seen", 0))
+        if data.get("limit_hits") is not None:
+            detector.limit_hits = np.asarray(data["limit_hits"], dtype=int)
         if data.get("last_residual") is not None:
             detector.last_residual = np.asarray(data["last_residual"], dtype=f64)
         if "centre" in data:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from bridge import StreamSchema
+from bridge import SensorSpec, StreamSchema
 from twin.model.api import TwinModel
 from twin.model.checkpoint import SchemaMismatch
 from twin.worker.config import DetectorConfig
@@ -41,6 +41,19 @@ class BatchForecast:
     high: np.ndarray
 
 
+def range_limits(
+    sensors: tuple[SensorSpec, ...] | list[SensorSpec], wrapped: np.ndarray, quaternions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (S,) SI range ends the detector treats as end stops: each sensor's schema
+    range, but +-inf for a wrapped angle (its ends are one point) and for the components of a
+    unit quaternion (``quaternions`` (G, 4) sensor indices: +-1 is an orientation, not a stop)."""
+    free = np.array(wrapped, dtype=bool)
+    free[np.asarray(quaternions, dtype=np.int64).ravel()] = True
+    low = np.where(free, -np.inf, [sp.low for sp in sensors]).astype(np.float64)
+    high = np.where(free, np.inf, [sp.high for sp in sensors]).astype(np.float64)
+    return low, high
+
+
 class ModelAdapter:
     """A loaded world model seen by the worker: batched encode, forecast, errors."""
 
@@ -61,13 +74,9 @@ class ModelAdapter:
         self.latent_dim = int(model.model.z_dim)
         self.n_actions = len(self._mid)
         sensors = model.schema.sensors
-        wrapped = np.isfinite(self.periods)  # an angle's range ends are one point, not a stop
-        self.limits = (
-            np.where(wrapped, -np.inf, [sp.low for sp in sensors]).astype(np.float64),
-            np.where(wrapped, np.inf, [sp.high for sp in sensors]).astype(np.float64),
-        )
+        self.limits = range_limits(sensors, np.isfinite(self.periods), features.quaternions)
         """(low, high) (S,) SI: each sensor's range in the trained schema (+-inf for wrapped
-        angles), the detector's range limits."""
+        angles and quaternion components), the detector's range limits."""
         stored = model.checkpoint.detector
         self.profile: DetectorProfile | None = None
         try:
