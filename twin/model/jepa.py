@@ -90,6 +90,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def z_dim(self, n_features: int) -> int:
+        """Width of z for ``n_features`` sensor features: the learned part, then (with
+        ``carry_observation``) the carried features."""
+        return self.latent_dim + (n_features if self.carry_observation else 0)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """The config a checkpoint or registry row stored. Configs written before a field
@@ -124,7 +129,7 @@ class JepaWorldModel(nn.Module):
         self.inverse = inverse
         self.latent_dim = config.latent_dim
         """Width of the learned part of z (the VICReg-regularised dimensions)."""
-        self.z_dim = config.latent_dim + (readout.n_features if config.carry_observation else 0)
+        self.z_dim = config.z_dim(readout.n_features)
         """Width of z: the learned part, then (``carry_observation``) the observed features."""
 
     def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
@@ -178,7 +183,7 @@ def build_model(
     """Assemble the default parts for ``config`` (tests and ablations inject their own).
     ``hidden_columns``: feature columns the sensor encoder never sees (see ``camera_only``)."""
     d = config.latent_dim
-    z_dim = d + (n_features if config.carry_observation else 0)
+    z_dim = config.z_dim(n_features)
     sensor = (
         SensorEncoder(n_features, config.history, d, config.hidden, hidden_columns)
         if config.sensors

@@ -93,7 +93,12 @@ class ObjectiveConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ObjectiveConfig:
         """A stored objective; fields added since get the value those runs trained with."""
-        return cls(**{"one_step_weight": 0.0, **d})
+        return cls(**{**OBJECTIVE_LEGACY_DEFAULTS, **d})
+
+
+OBJECTIVE_LEGACY_DEFAULTS: dict[str, Any] = {"one_step_weight": 0.0}
+"""Fields added to :class:`ObjectiveConfig` after runs were stored, with the value they trained
+with (the weights that existed are stored with every run)."""
 
 
 def vicreg_variance(z: torch.Tensor, target_std: float = 1.0) -> torch.Tensor:

@@ -118,12 +118,13 @@ class Readout(nn.Module):
         mask = torch.zeros(n_features)
         mask[list(derived)] = 1.0
         self.register_buffer("derived", mask, persistent=False)  # from the config, not stored
+        self.has_derived = bool(derived)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not self.skip:
             return self.mean(z)
         carried = z[..., -self.n_features :]
-        if not bool(self.derived.any()):
+        if not self.has_derived:
             return carried
         return carried + self.mean(z) * self.derived
 
