@@ -28,6 +28,7 @@ bench/results/worker.json; per-fault tables and the ablation in worker_details.j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -63,7 +64,7 @@ from twin.worker.evaluation import (  # noqa: E402
     zscore_scores,
 )
 from twin.worker.inference import ModelAdapter  # noqa: E402
-from twin.worker.profile import fit_profile  # noqa: E402
+from twin.worker.profile import DetectorProfile, fit_profile  # noqa: E402
 from twin.worker.replay import replay_detector, replay_evidence  # noqa: E402
 
 log = logging.getLogger("bench.worker")
@@ -77,6 +78,7 @@ WINDOW_S = 5.0
 FULL = "twin (full: + open loop)"
 PROFILED = "twin + reference profile"
 INFERRED = "twin + profile, actions inferred"
+PLAIN = "twin + profile, residuals in training stds"
 
 ONE_STEP = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 VARIANTS: dict[str, DetectorConfig] = {
@@ -94,7 +96,9 @@ VARIANTS: dict[str, DetectorConfig] = {
 the last is the default. Every variant sees the applied actions (as with a controller on the
 bus). :data:`PROFILED` is what the worker runs: the default detector with the model's reference
 profile (``twin calibrate-detector``; fitted in the run when the model has none), the headline;
-:data:`INFERRED` the same on evidence computed with the actions inferred."""
+:data:`INFERRED` the same on evidence computed with the actions inferred; :data:`PLAIN` the same
+with residuals in training stds instead of the model's predicted error (``residual_units``,
+the default before 2026-12-04), with a profile of its own."""
 
 
 # --- live processes ------------------------------------------------------------------------------
@@ -314,6 +318,22 @@ def fault_time_s(cfg: DetectorConfig, history: int) -> float:
     return float(np.ceil(armed + ARMED_TO_FAULT_S))
 
 
+def profile_of(model: ModelAdapter, cfg: DetectorConfig) -> tuple[DetectorProfile, str]:
+    """The model's stored reference profile if it holds for ``cfg``, else one fitted here (not
+    stored), and a line saying which."""
+    profile, line = model.profile_for(cfg)
+    if profile is not None:
+        return profile, "stored with the model"
+    log.warning("%s; fitting one in this run (not stored)", line)
+    reference = ReferenceConfig()
+    ratios = reference_ratios(model, cfg, reference, "cartpole")
+    profile = fit_profile(ratios, cfg, CONTROL_HZ, reference.per_hour, reference.block_steps)
+    return (
+        profile,
+        f"fitted in this run (seeds {reference.seed}+, {reference.runs} x {reference.seconds:g} s)",
+    )
+
+
 def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) -> dict[str, Any]:
     cfg = VARIANTS[FULL]
     fault_s = fault_time_s(cfg, model.history)
@@ -331,20 +351,14 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         fault_s,
     )
     horizons = cfg.horizons
-    evidence = replay_evidence(model, episodes.observed, episodes.actions, horizons)
-    inferred = replay_evidence(model, episodes.observed, None, horizons)
+    plain = dataclasses.replace(cfg, residual_units="training_std")
+    evidence = replay_evidence(model, episodes.observed, episodes.actions, horizons, cfg.scaled)
+    inferred = replay_evidence(model, episodes.observed, None, horizons, cfg.scaled)
+    plain_evidence = replay_evidence(model, episodes.observed, episodes.actions, horizons, plain.scaled)
     sim_s = time.perf_counter() - started
     started = time.perf_counter()
-    profile, line = model.profile_for(cfg)
-    profile_source = "stored with the model"
-    if profile is None:
-        log.warning("%s; fitting one in this run (not stored)", line)
-        reference = ReferenceConfig()
-        ratios = reference_ratios(model, cfg, reference, "cartpole")
-        profile = fit_profile(ratios, cfg, CONTROL_HZ, reference.per_hour, reference.block_steps)
-        profile_source = (
-            f"fitted in this run (seeds {reference.seed}+, {reference.runs} x {reference.seconds:g} s)"
-        )
+    profile, profile_source = profile_of(model, cfg)
+    plain_profile, _ = profile_of(model, plain)
     profile_s = time.perf_counter() - started
     limits = model.limits
     nominal = slice(0, seeds)
@@ -354,6 +368,7 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         *((name, variant, evidence, None) for name, variant in VARIANTS.items()),
         (PROFILED, cfg, evidence, profile),
         (INFERRED, cfg, inferred, profile),
+        (PLAIN, plain, plain_evidence, plain_profile),
     ]
     for name, variant, source, scale in runs:
         found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)
@@ -402,13 +417,14 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     fa_steps = round(fa_hours * 3600 * CONTROL_HZ / fa_runs)
     started = time.perf_counter()
     long_runs = simulate(list(range(5000, 5000 + fa_runs)), fa_steps, [None] * fa_runs, 0.0)
-    long_evidence = replay_evidence(model, long_runs.observed, long_runs.actions, horizons)
-    long_inferred = replay_evidence(model, long_runs.observed, None, horizons)
+    long_evidence = replay_evidence(model, long_runs.observed, long_runs.actions, horizons, cfg.scaled)
+    long_inferred = replay_evidence(model, long_runs.observed, None, horizons, cfg.scaled)
+    long_plain = replay_evidence(model, long_runs.observed, long_runs.actions, horizons, plain.scaled)
     fa: dict[str, float] = {}
     armed_from = calib.stop
     hours = fa_runs * (fa_steps - armed_from) / CONTROL_HZ / 3600
     for name, variant, _, scale in runs:
-        source = long_inferred if name == INFERRED else long_evidence
+        source = {INFERRED: long_inferred, PLAIN: long_plain}.get(name, long_evidence)
         found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)
         fa[name] = round(float(found.onset[:, armed_from:].sum()) / hours, 3)
     fa_s = time.perf_counter() - started
@@ -423,6 +439,7 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         "window_s": WINDOW_S,
         "episode_s": round(sim_s, 1),
         "profile": {"scale": profile.scale, "exponent": profile.exponent},
+        "profile_training_std": {"scale": plain_profile.scale, "exponent": plain_profile.exponent},
         "profile_source": profile_source,
         "profile_s": round(profile_s, 1),
         "false_alarm_run_s": round(fa_s, 1),

@@ -124,6 +124,42 @@ def test_state_survives_json_and_an_old_version_recalibrates():
     assert not Detector.from_json(detector.config, SENSORS, old).armed
 
 
+def test_a_state_calibrated_on_residuals_in_other_units_recalibrates():
+    """A detector calibrated on residuals in training stds (every state written before
+    ``residual_units`` was recorded) is not restored under the predicted-error default, and the
+    other way round: its thresholds would be in the wrong units."""
+    import dataclasses
+
+    detector, _ = _calibrated(5, n_after=50)
+    state = json.loads(json.dumps(detector.to_json()))
+    assert state["units"] == detector.config.residual_units == "predicted"
+    assert Detector.from_json(detector.config, SENSORS, state).armed
+    plain = dataclasses.replace(detector.config, residual_units="training_std")
+    assert not Detector.from_json(plain, SENSORS, state).armed
+    del state["units"]  # written before the field: training stds
+    assert Detector.from_json(plain, SENSORS, state).armed
+    assert not Detector.from_json(detector.config, SENSORS, state).armed
+    with pytest.raises(ValueError, match="residual_units"):
+        DetectorConfig(residual_units="kelvin")
+
+
+def test_step_evidence_divides_by_the_predicted_error_scale():
+    from twin.worker.surprise import step_evidence
+
+    predicted = np.array([[0.0, 1.0], [2.0, 3.0]])
+    observed = np.array([[0.5, 1.0], [1.0, 4.0]])
+    z, pz = np.zeros((2, 3)), np.ones((2, 3))
+
+    def error(p, o):
+        return (o - p) / 2.0
+
+    plain, latent = step_evidence(error, predicted, observed, z, pz)
+    scaled, latent2 = step_evidence(error, predicted, observed, z, pz, np.array([[0.5, 1.0], [2.0, 0.1]]))
+    np.testing.assert_allclose(plain, [[0.25, 0.0], [-0.5, 0.5]])
+    np.testing.assert_allclose(scaled, [[0.5, 0.0], [-0.25, 5.0]])
+    np.testing.assert_allclose(latent, latent2)
+
+
 def test_a_calibrating_detector_resumes_from_its_packed_buffers():
     """Half-way through calibration (open-loop residuals still NaN at first): the buffers go
     through JSON packed and the restored detector arms on exactly the same thresholds."""
@@ -233,16 +269,26 @@ def test_live_open_loop_matches_the_batch_replay(tiny_model):
     zs = np.full((2, 40, model.latent_dim), np.nan, dtype=np.float32)
     for t in range(h - 1, 40):
         zs[:, t] = model.encode(observed[:, t - h + 1 : t + 1])
-    batch = open_loop_residuals(model, zs, actions, observed, horizons)
-    loops = [OpenLoop(horizons), OpenLoop(horizons)]
-    live = np.full_like(batch, np.nan)
-    for t in range(h, 40):
-        for i, loop in enumerate(loops):
-            loop.push(zs[i, t - 1], actions[i, t - 1])
-        live[:, t] = OpenLoop.residuals(model, loops, observed[:, t], horizons)
-    assert np.isfinite(batch[:, h + 7 :]).all()
-    assert np.isnan(batch[:, : h - 1 + 3, 1]).all()  # no latent 3 steps back yet
-    np.testing.assert_allclose(live[:, h:], batch[:, h:], rtol=1e-4, atol=1e-4, equal_nan=True)
+    plain = np.empty(0)
+    for scaled in (False, True):  # residuals in training stds, and in the model's predicted error
+        batch = open_loop_residuals(model, zs, actions, observed, horizons, scaled)
+        loops = [OpenLoop(horizons), OpenLoop(horizons)]
+        live = np.full_like(batch, np.nan)
+        for t in range(h, 40):
+            for i, loop in enumerate(loops):
+                loop.push(zs[i, t - 1], actions[i, t - 1])
+            live[:, t] = OpenLoop.residuals(model, loops, observed[:, t], horizons, scaled)
+        assert np.isfinite(batch[:, h + 7 :]).all()
+        assert np.isnan(batch[:, : h - 1 + 3, 1]).all()  # no latent 3 steps back yet
+        np.testing.assert_allclose(live[:, h:], batch[:, h:], rtol=1e-4, atol=1e-4, equal_nan=True)
+        if scaled:  # each residual divided by the error the model expected of that rollout
+            t, k = 20, horizons[2]
+            _, scale = model.rollout_read(zs[:, t - k], actions[:, t - k : t])
+            np.testing.assert_allclose(batch[:, t, 2] * scale, plain[:, t, 2], rtol=1e-4, atol=1e-6)
+            assert not np.allclose(batch[:, t, 2], plain[:, t, 2])
+        else:
+            plain = batch
+    batch = plain
     # the open loop's error grows with the horizon: it is a different, longer prediction
     rms = np.sqrt(np.nanmean(batch[:, h + 7 :] ** 2, axis=(0, 1, 3)))
     assert rms[2] > rms[0]

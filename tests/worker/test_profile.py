@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -109,6 +111,13 @@ def test_profile_round_trip_validation_and_config_mismatch():
     # which statistics alarm and when an anomaly ends leave the ratios as they are
     assert fitted.mismatch(DetectorConfig(calibration_steps=300, clear_steps=5)) is None
     assert "margin" in (fitted.mismatch(DetectorConfig(calibration_steps=300, margin=2.0)) or "")
+    # residuals in other units: another evidence altogether (and a profile fitted before the field)
+    other = DetectorConfig(calibration_steps=300, residual_units="training_std")
+    assert "residual_units" in (fitted.mismatch(other) or "")
+    older = dataclasses.replace(
+        fitted, config={k: v for k, v in fitted.config.items() if k != "residual_units"}
+    )
+    assert "residual_units" in (older.mismatch(CONFIG) or "")
     with pytest.raises(ValueError, match="unknown statistics"):
         DetectorProfile(scale={"nope": 1.0}, per_hour=0.5, hours=1.0, runs=1, block_steps=9, config={})
     with pytest.raises(ValueError, match="finite and > 0"):

@@ -784,7 +784,7 @@ class Adaptation:
             asset.detector = Detector(
                 worker.config.detector, adapted.sensors, worker.profile(adapted), adapted.limits
             )
-            asset.z = asset.predicted_z = asset.predicted_values = None
+            asset.z = asset.predicted_z = asset.predicted_values = asset.predicted_scale = None
             self.stats.switched += 1
             per = message["per_asset"][name]
             params = {"from": job.base.name, "to": adapted.name, **figures}

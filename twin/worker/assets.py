@@ -55,7 +55,9 @@ class AssetState:
     z: np.ndarray | None = None
     predicted_z: np.ndarray | None = None
     predicted_values: np.ndarray | None = None
-    """The one-step forecast made at the previous control step: latent (D,), values (S,) SI."""
+    predicted_scale: np.ndarray | None = None
+    """The one-step forecast made at the previous control step: latent (D,), values (S,) SI and
+    the error the model expected of them (S,) in training stds."""
     action: np.ndarray | None = None
     """Action held (A,) SI: the last one seen on the bus, else inferred by inverse dynamics."""
     bus_action: np.ndarray | None = None

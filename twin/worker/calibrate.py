@@ -67,7 +67,7 @@ def reference_ratios(
         )
     seeds = list(range(reference.seed, reference.seed + reference.runs))
     episodes = simulate(seeds, steps, [None] * len(seeds), 0.0, model.control_hz, scene, model.control_hz)
-    evidence = replay_evidence(model, episodes.observed, episodes.actions, detector.horizons)
+    evidence = replay_evidence(model, episodes.observed, episodes.actions, detector.horizons, detector.scaled)
     return replay_ratios(evidence, detector, model.sensors, model.periods, model.limits)
 
 

@@ -34,6 +34,12 @@ def worker_command(
         float, typer.Option(help="Per-step false-alarm rate of the thresholds.")
     ] = 1e-3,
     margin: Annotated[float, typer.Option(help="Thresholds = nominal quantile x margin.")] = 1.5,
+    residual_units: Annotated[
+        str,
+        typer.Option(
+            help="Residuals in the model's 'predicted' error (its variance head) or in 'training_std'."
+        ),
+    ] = "predicted",
     max_future: Annotated[
         float, typer.Option(help="Reject frames this many s ahead of the clock (0: off).")
     ] = 5.0,
@@ -100,7 +106,10 @@ def worker_command(
             db_lock_timeout_s=db_lock_timeout,
             torch_threads=threads,
             detector=DetectorConfig(
-                calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
+                calibration_steps=calibration_steps,
+                false_alarm_rate=false_alarm_rate,
+                margin=margin,
+                residual_units=residual_units,
             ),
             writer=WriterConfig(overflow=overflow, queue_size=write_queue),  # type: ignore[arg-type]
             adapt=AdaptConfig(
@@ -198,6 +207,10 @@ def calibrate_detector_command(
     ] = 900,
     false_alarm_rate: Annotated[float, typer.Option(help="As the worker's --false-alarm-rate.")] = 1e-3,
     margin: Annotated[float, typer.Option(help="As the worker's --margin.")] = 1.5,
+    residual_units: Annotated[
+        str,
+        typer.Option(help="As the worker's --residual-units."),
+    ] = "predicted",
     db: Annotated[str | None, typer.Option(help="Database URL [env JUMEAU_DB].")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Fit and print; write nothing.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -212,7 +225,10 @@ def calibrate_detector_command(
     setup_logging(verbose)
     try:
         detector = DetectorConfig(
-            calibration_steps=calibration_steps, false_alarm_rate=false_alarm_rate, margin=margin
+            calibration_steps=calibration_steps,
+            false_alarm_rate=false_alarm_rate,
+            margin=margin,
+            residual_units=residual_units,
         )
         reference = ReferenceConfig(runs=runs, seconds=seconds, seed=seed, per_hour=per_hour)
     except ValueError as exc:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from bridge import BusConfig
 from twin.store.writer import WriterConfig
 
+RESIDUAL_UNITS = ("predicted", "training_std")
+"""What the detector's residuals are measured in (:attr:`DetectorConfig.residual_units`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DetectorConfig:
@@ -29,6 +32,11 @@ class DetectorConfig:
     reading within this fraction of its sensor's range from either end of the schema's range
     is at a limit (a cart at its end stop): an envelope event, not evidence of a fault; the
     detector pauses there and for ``limit_holdoff_steps`` after (the impact's residuals).
+    ``residual_units``: what a residual is measured in before calibration. ``"predicted"`` (the
+    default): the model's own expected error for that step, the variance head's scale read from
+    the latent the prediction came from (in training stds), so an error the model expects (a
+    fast swing, a regime it saw little of) weighs less than the same error where it is precise
+    (balancing); ``"training_std"``: the plain error in training stds, the same everywhere.
     """
 
     warmup_steps: int = 10
@@ -48,8 +56,18 @@ class DetectorConfig:
     horizon_window: int = 30
     limit_margin: float = 0.01
     limit_holdoff_steps: int = 60
+    residual_units: str = "predicted"
+
+    @property
+    def scaled(self) -> bool:
+        """Residuals are divided by the model's predicted error scale (``residual_units``)."""
+        return self.residual_units == "predicted"
 
     def __post_init__(self) -> None:
+        if self.residual_units not in RESIDUAL_UNITS:
+            raise ValueError(
+                f"DetectorConfig.residual_units={self.residual_units!r} must be one of {RESIDUAL_UNITS}"
+            )
         if not 0 <= self.limit_margin < 0.5:
             raise ValueError(f"DetectorConfig.limit_margin={self.limit_margin!r} must be in [0, 0.5)")
         if not isinstance(self.limit_holdoff_steps, int) or self.limit_holdoff_steps < 0:

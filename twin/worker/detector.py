@@ -464,6 +464,7 @@ class Detector:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "version": STATE_VERSION,
+            "units": self.config.residual_units,
             "steps": self.steps,
             "calib": pack(self._calib),
             "calib_obs": pack(self._calib_obs),
@@ -512,11 +513,14 @@ class Detector:
         profile: DetectorProfile | None = None,
         limits: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Detector:
-        """Restore :meth:`to_json`; state from another version of the detector starts afresh
-        (calibrating again) instead of being misread. ``profile`` and ``limits`` come from the
-        model, not the state."""
+        """Restore :meth:`to_json`; state from another version of the detector, or calibrated on
+        residuals in other units (``residual_units``; states written before it was recorded are
+        in training stds), starts afresh (calibrating again) instead of being misread.
+        ``profile`` and ``limits`` come from the model, not the state."""
         detector = cls(config, sensors, profile, limits)
         if data.get("version") != STATE_VERSION:
+            return detector
+        if data.get("units", "training_std") != config.residual_units:  # calibrated on other evidence
             return detector
         f64 = np.float64
         detector.steps = int(data.get("steps", 0))

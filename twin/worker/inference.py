@@ -27,11 +27,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BatchForecast", "ModelAdapter", "SchemaMismatch", "load_models"]
 
+MIN_ERROR_SCALE = 1e-6
+"""Floor of a predicted error scale (training stds) that a residual is divided by."""
+
 
 @dataclass(frozen=True, slots=True)
 class BatchForecast:
     """For B assets: ``z`` (B, D) latents of the current windows, ``actions`` (B, A) SI held,
-    and t+1..t+H: ``latents`` (B, H, D), ``values``/``low``/``high`` (B, H, S) SI."""
+    and t+1..t+H: ``latents`` (B, H, D), ``values``/``low``/``high`` (B, H, S) SI, ``scale``
+    (B, H, S) the error the model expects, in training stds (its variance head)."""
 
     z: np.ndarray
     actions: np.ndarray
@@ -39,6 +43,7 @@ class BatchForecast:
     values: np.ndarray
     low: np.ndarray
     high: np.ndarray
+    scale: np.ndarray
 
 
 def range_limits(
@@ -149,19 +154,18 @@ class ModelAdapter:
         actions[np.isnan(actions).any(axis=1)] = self._mid
         plan = np.repeat(actions[:, None, :], steps, axis=1)
         latents = self.model.predict_latents(z, plan)
-        values, scale = self.model.read(latents)
+        values, scale = self.read_scaled(latents)
         half = self.model.bands.half_width(scale, self.std)
-        return BatchForecast(z, actions, latents.astype(np.float32), values, values - half, values + half)
+        return BatchForecast(
+            z, actions, latents.astype(np.float32), values, values - half, values + half, scale
+        )
 
-    def rollout_values(
-        self, z: np.ndarray, actions: np.ndarray, steps: np.ndarray | None = None
-    ) -> np.ndarray:
+    def rollout_read(self, z: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Open loop: latents (B, D) and the actions (B, k, A) SI applied since -> the sensor
-        values (B, S) SI predicted ``k`` steps later, or ``steps[b]`` (B,) steps later for each
-        row (its plan padded beyond that): the detector's multi-horizon evidence."""
+        values (B, S) SI predicted ``k`` steps later and their error scale (B, S) (training
+        stds): the detector's multi-horizon evidence."""
         latents = self.model.predict_latents(np.asarray(z, dtype=np.float32), actions)
-        last = latents[:, -1] if steps is None else latents[np.arange(len(latents)), np.asarray(steps) - 1]
-        return self.read(last)
+        return self.read_scaled(latents[:, -1])
 
     def advance(self, z: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """One control step of open-loop rollouts: latents (N, D), actions (N, A) SI -> (N, D)."""
@@ -171,6 +175,12 @@ class ModelAdapter:
     def read(self, latents: np.ndarray) -> np.ndarray:
         """Latents (..., D) -> sensor values (..., S) SI."""
         return self.model.read(latents)[0]
+
+    def read_scaled(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Latents (..., D) -> (sensor values (..., S) SI, the error the model expects of them
+        (..., S) in training stds: its variance head, floored at :data:`MIN_ERROR_SCALE`)."""
+        values, scale = self.model.read(latents)
+        return values, np.maximum(scale, MIN_ERROR_SCALE)
 
     def normalised_error(self, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """(observed - predicted) / training std per sensor, angles wrapped: (..., S)."""

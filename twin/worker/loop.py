@@ -349,7 +349,7 @@ class TwinWorker:
             self.rejected["target_missed"] += len(passed)
             asset.pending = deque(p for p in asset.pending if t_ns - p.target_t_ns <= period)
         asset.filled = 0
-        asset.predicted_z = asset.predicted_values = None
+        asset.predicted_z = asset.predicted_values = asset.predicted_scale = None
 
     def report_bus_rejections(self) -> None:
         """Turn frames the subscriber refused (NaN, wrong shape, no schema) into the worker's own
@@ -426,6 +426,7 @@ class TwinWorker:
                 ]
             )
             horizons = self.config.detector.horizons
+            scaled = self.config.detector.scaled
             open_loop = None
             if horizons:  # the latent k steps back rolled out through the actions applied since
                 loops = [self._open_loops.setdefault(a.asset, OpenLoop(horizons)) for a in group]
@@ -436,7 +437,7 @@ class TwinWorker:
                     else:  # z[t-1] and the action after it (on the bus, else inferred z[t-1] -> z[t])
                         loop.push(asset.z, forecast.actions[i])
                     loop.step, loop.model = asset.step, model
-                open_loop = OpenLoop.residuals(model, loops, windows[:, -1], horizons)
+                open_loop = OpenLoop.residuals(model, loops, windows[:, -1], horizons, scaled)
             self.stats.batches += 1
             for i, asset in enumerate(group):
                 self.stats.steps += 1
@@ -449,6 +450,7 @@ class TwinWorker:
                         observed,
                         forecast.z[i],
                         asset.predicted_z,
+                        asset.predicted_scale if scaled else None,
                     )
                     verdict = asset.detector.update(
                         Surprise(
@@ -464,6 +466,7 @@ class TwinWorker:
                 asset.action = forecast.actions[i]
                 asset.predicted_z = forecast.latents[i, 0]
                 asset.predicted_values = forecast.values[i, 0]
+                asset.predicted_scale = forecast.scale[i, 0]
                 if verdict is not None:
                     asset.last_surprise = verdict.score
                     self.detect(asset, verdict)

@@ -52,12 +52,14 @@ def replay_evidence(
     observed: np.ndarray,
     held: np.ndarray | None = None,
     horizons: tuple[int, ...] = (),
+    scaled: bool = False,
 ) -> Evidence:
     """Observations (B, T, S) SI at the model's control rate -> evidence, as the live loop computes
     it. ``held`` (B, T, A): the actions applied after each reading, as a controller publishes
     them on the bus (None: inferred by inverse dynamics, as with a sim that runs its own
     controller). ``horizons``: open-loop residuals at these horizons too (the latent ``k`` steps
-    back rolled out through the actions applied since, known or inferred)."""
+    back rolled out through the actions applied since, known or inferred). ``scaled``: every
+    residual in units of the error the model predicted for it (``DetectorConfig.scaled``)."""
     b, steps, s = observed.shape
     h = model.history
     residual = np.full((b, steps, s), np.nan)
@@ -65,23 +67,29 @@ def replay_evidence(
     zs = np.full((b, steps, model.latent_dim), np.nan, dtype=np.float32)
     applied = np.full((b, steps, model.n_actions), np.nan)
     z_prev = np.full((b, model.latent_dim), np.nan, dtype=np.float32)
-    predicted_values = predicted_z = None
+    predicted_values = predicted_z = predicted_scale = None
     for t in range(h - 1, steps):
         windows = observed[:, t - h + 1 : t + 1]
         actions = None if held is None else held[:, t]
         forecast = model.forecast(windows, z_prev, actions, 1)
         if predicted_values is not None and predicted_z is not None:
             residual[:, t], latent[:, t] = step_evidence(
-                model.normalised_error, predicted_values, observed[:, t], forecast.z, predicted_z
+                model.normalised_error,
+                predicted_values,
+                observed[:, t],
+                forecast.z,
+                predicted_z,
+                predicted_scale if scaled else None,
             )
             if held is None:  # inferred from z[t-1] -> z[t]: the action applied after t - 1
                 applied[:, t - 1] = forecast.actions
         zs[:, t] = forecast.z
         z_prev = forecast.z
         predicted_values, predicted_z = forecast.values[:, 0], forecast.latents[:, 0]
+        predicted_scale = forecast.scale[:, 0]
     if held is not None:
         applied = np.asarray(held, dtype=np.float64)
-    open_loop = open_loop_residuals(model, zs, applied, observed, horizons) if horizons else None
+    open_loop = open_loop_residuals(model, zs, applied, observed, horizons, scaled) if horizons else None
     return Evidence(residual, latent, observed, open_loop)
 
 

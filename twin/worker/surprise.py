@@ -3,7 +3,10 @@
 Three kinds of evidence, combined by :mod:`twin.worker.detector` after per-asset calibration:
 
 * sensor space: ``residual`` (S,) = (observed - predicted) / training std per sensor (angles
-  wrapped), where ``predicted`` is the model's one-step forecast read out in sensor units;
+  wrapped), where ``predicted`` is the model's one-step forecast read out in sensor units; with
+  ``scale`` (the default detector's ``residual_units="predicted"``) further divided by the
+  error the model itself expected for that prediction (its variance head's scale, in training
+  stds): a heteroscedastic residual, near 1 wherever the model is as good as it thinks;
 * latent space: ``latent`` = RMS distance per dimension between the encoding of the window
   ending at the observation and the latent the predictor expected;
 * the raw reading ``observed`` (S,) SI, from which the detector sees a sensor that stops moving;
@@ -55,11 +58,16 @@ def step_evidence(
     observed: np.ndarray,
     z: np.ndarray,
     predicted_z: np.ndarray,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For B assets: one-step predictions (B, S) SI, observations (B, S) SI, encodings (B, D) of
     the windows ending at them and the latents predicted a step earlier (B, D) ->
-    (residuals (B, S) in training stds, latent distances (B,))."""
+    (residuals (B, S) in training stds, latent distances (B,)). ``scale`` (B, S): the error the
+    model expected for each prediction, in training stds (its variance head): residuals are then
+    in those units."""
     residuals = normalised_error(predicted_values, observed)
+    if scale is not None:
+        residuals = residuals / scale
     latent = np.sqrt(np.mean((np.asarray(z, np.float64) - predicted_z) ** 2, axis=-1))
     return residuals, latent
 
@@ -67,13 +75,11 @@ def step_evidence(
 class Rollout(Protocol):
     """What :func:`open_loop_residuals` needs of a model (:class:`~twin.worker.inference.ModelAdapter`)."""
 
-    def rollout_values(
-        self, z: np.ndarray, actions: np.ndarray, steps: np.ndarray | None = None
-    ) -> np.ndarray: ...
+    def rollout_read(self, z: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def advance(self, z: np.ndarray, actions: np.ndarray) -> np.ndarray: ...
 
-    def read(self, latents: np.ndarray) -> np.ndarray: ...
+    def read_scaled(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
     def normalised_error(self, predicted: np.ndarray, observed: np.ndarray) -> np.ndarray: ...
 
@@ -84,12 +90,15 @@ def open_loop_residuals(
     actions: np.ndarray,
     observed: np.ndarray,
     horizons: tuple[int, ...],
+    scaled: bool = False,
 ) -> np.ndarray:
     """Whole episodes: latents ``z`` (B, T, D) of the windows ending at each step, ``actions``
     (B, T, A) SI applied after each step, readings ``observed`` (B, T, S) -> open-loop residuals
     (B, T, K, S) in training stds: at step t and horizon k, the reading minus the rollout from
-    ``z[t - k]`` through ``actions[t - k : t]`` (NaN where ``t < k`` or the latent is unknown).
-    One batched rollout per horizon; the same arithmetic as :meth:`OpenLoop.residuals`."""
+    ``z[t - k]`` through ``actions[t - k : t]`` (NaN where ``t < k`` or the latent is unknown);
+    ``scaled``: divided by the error scale the model predicts for that rollout (see
+    :func:`step_evidence`). One batched rollout per horizon; the same arithmetic as
+    :meth:`OpenLoop.residuals`."""
     b, steps, s = observed.shape
     out = np.full((b, steps, len(horizons), s), np.nan)
     for j, k in enumerate(horizons):
@@ -101,11 +110,11 @@ def open_loop_residuals(
         ok = np.isfinite(origins).all(axis=1) & np.isfinite(plans).all(axis=(1, 2))
         if not ok.any():
             continue
-        predicted = np.full((len(origins), s), np.nan)
-        predicted[ok] = model.rollout_values(origins[ok], plans[ok])
+        predicted, scale = model.rollout_read(origins[ok], plans[ok])
         target = observed[:, k:].reshape(-1, s)
         residual = np.full((len(origins), s), np.nan)
-        residual[ok] = model.normalised_error(predicted[ok], target[ok])
+        error = model.normalised_error(predicted, target[ok])
+        residual[ok] = error / scale if scaled else error
         out[:, k:, j] = residual.reshape(b, steps - k, s)
     return out
 
@@ -144,10 +153,15 @@ class OpenLoop:
 
     @staticmethod
     def residuals(
-        model: Rollout, loops: list[OpenLoop], observed: np.ndarray, horizons: tuple[int, ...]
+        model: Rollout,
+        loops: list[OpenLoop],
+        observed: np.ndarray,
+        horizons: tuple[int, ...],
+        scaled: bool = False,
     ) -> np.ndarray:
         """For B assets (their :class:`OpenLoop`, readings (B, S) SI) -> (B, K, S) residuals in
-        training stds (NaN where an asset has fewer than ``k`` steps of past). Every rollout in
+        training stds (NaN where an asset has fewer than ``k`` steps of past; ``scaled``: in
+        units of the model's predicted error for each rollout). Every rollout in
         flight, of every asset, advances in one batched predictor step; the rollouts ``k``
         steps old are read out together."""
         b, s = observed.shape
@@ -174,9 +188,11 @@ class OpenLoop:
                     latents.append(chunk[hit[0]])
             loop.flight, loop.ages, loop.action = chunk[keep], loop.ages[keep], None
         if rows:
-            predicted = model.read(np.stack(latents))
+            predicted, scale = model.read_scaled(np.stack(latents))
             index = np.array([i for i, _ in rows])
             errors = model.normalised_error(predicted, observed[index])
+            if scaled:
+                errors = errors / scale
             for n, (i, j) in enumerate(rows):
                 out[i, j] = errors[n]
         return out
