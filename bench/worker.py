@@ -79,6 +79,7 @@ FULL = "twin (full: + open loop)"
 PROFILED = "twin + reference profile"
 INFERRED = "twin + profile, actions inferred"
 PLAIN = "twin + profile, residuals in training stds"
+WITH_CUSUM = "twin + profile, CUSUM alarms too"
 
 ONE_STEP = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 VARIANTS: dict[str, DetectorConfig] = {
@@ -98,7 +99,8 @@ bus). :data:`PROFILED` is what the worker runs: the default detector with the mo
 profile (``twin calibrate-detector``; fitted in the run when the model has none), the headline;
 :data:`INFERRED` the same on evidence computed with the actions inferred; :data:`PLAIN` the same
 with residuals in training stds instead of the model's predicted error (``residual_units``,
-the default before 2026-12-04), with a profile of its own."""
+the default before 2026-12-04), with a profile of its own; :data:`WITH_CUSUM` the default
+with CUSUM among the alarming statistics (as before 2026-12-04), also with its own profile."""
 
 
 # --- live processes ------------------------------------------------------------------------------
@@ -359,6 +361,8 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     started = time.perf_counter()
     profile, profile_source = profile_of(model, cfg)
     plain_profile, _ = profile_of(model, plain)
+    with_cusum = dataclasses.replace(cfg, statistics=(*cfg.statistics, "cusum"))
+    cusum_profile, _ = profile_of(model, with_cusum)
     profile_s = time.perf_counter() - started
     limits = model.limits
     nominal = slice(0, seeds)
@@ -369,6 +373,7 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         (PROFILED, cfg, evidence, profile),
         (INFERRED, cfg, inferred, profile),
         (PLAIN, plain, plain_evidence, plain_profile),
+        (WITH_CUSUM, with_cusum, evidence, cusum_profile),
     ]
     for name, variant, source, scale in runs:
         found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)

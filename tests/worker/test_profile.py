@@ -109,8 +109,13 @@ def test_profile_round_trip_validation_and_config_mismatch():
     fitted = fit_profile(replay_ratios(_runs(range(8), 1000), CONFIG, SENSORS), CONFIG, 30.0, block_steps=300)
     assert fitted.mismatch(CONFIG) is None
     # which statistics alarm and when an anomaly ends leave the ratios as they are
-    assert fitted.mismatch(DetectorConfig(calibration_steps=300, clear_steps=5)) is None
+    assert fitted.mismatch(dataclasses.replace(CONFIG, clear_steps=5)) is None
+    assert fitted.mismatch(dataclasses.replace(CONFIG, statistics=("instant", "peak"))) is None
     assert "margin" in (fitted.mismatch(DetectorConfig(calibration_steps=300, margin=2.0)) or "")
+    # a statistic the profile has no scale for (it alarms at per-asset levels): not this profile
+    assert "no alarm scale for stuck" in (
+        fitted.mismatch(dataclasses.replace(CONFIG, statistics=(*CONFIG.statistics, "stuck"))) or ""
+    )
     # residuals in other units: another evidence altogether (and a profile fitted before the field)
     other = DetectorConfig(calibration_steps=300, residual_units="training_std")
     assert "residual_units" in (fitted.mismatch(other) or "")

@@ -16,27 +16,28 @@ RESIDUAL_UNITS = ("predicted", "training_std")
 class DetectorConfig:
     """How surprise becomes an anomaly (see :mod:`twin.worker.detector`).
 
-    ``calibration_steps`` nominal control steps per asset (after ``warmup_steps``) set the
-    thresholds at the ``1 - false_alarm_rate`` quantile of nominal statistics times ``margin``.
-    ``cusum_k``: CUSUM reference as a quantile of the nominal combined score; ``ewma_lambda``:
-    EWMA weight of the signed per-sensor residuals (slow drift; a second EWMA runs at a quarter
-    of it), its limit at least ``ewma_sigmas`` times its nominal spread. ``steady_factor``:
-    calibration blocks whose median score exceeds this times the typical block's are left out
-    (start-up transients). ``stuck_min_steps``: fewest identical readings in a row that can mean
-    a stuck sensor. ``statistics``: those that may raise an alarm (all by default; fewer for
-    ablations); ``sensor_weight`` and ``latent_weight`` weigh the two kinds of evidence in the
-    combined score. ``clear_steps``: steps below every threshold before an anomaly is declared
-    over. ``horizons``: control steps over which the worker re-predicts each reading open loop
-    (from the latent that many steps back, through the actions applied since; empty: off);
-    ``horizon_window``: steps the ``horizon`` statistic averages over. ``limit_margin``: a
-    reading within this fraction of its sensor's range from either end of the schema's range
-    is at a limit (a cart at its end stop): an envelope event, not evidence of a fault; the
-    detector pauses there and for ``limit_holdoff_steps`` after (the impact's residuals).
-    ``residual_units``: what a residual is measured in before calibration. ``"predicted"`` (the
-    default): the model's own expected error for that step, the variance head's scale read from
-    the latent the prediction came from (in training stds), so an error the model expects (a
-    fast swing, a regime it saw little of) weighs less than the same error where it is precise
-    (balancing); ``"training_std"``: the plain error in training stds, the same everywhere.
+    ``calibration_steps`` nominal control steps per asset (after ``warmup_steps``) set the thresholds at
+    the ``1 - false_alarm_rate`` quantile of nominal statistics times ``margin``. ``cusum_k``: CUSUM
+    reference as a quantile of the nominal combined score; ``ewma_lambda``: EWMA weight of the signed per-
+    sensor residuals (slow drift; a second EWMA runs at a quarter of it), its limit at least
+    ``ewma_sigmas`` times its nominal spread. ``steady_factor``: calibration blocks whose median score
+    exceeds this times the typical block's are left out (start-up transients). ``stuck_min_steps``: fewest
+    identical readings in a row that can mean a stuck sensor. ``statistics``: those that may raise an
+    alarm (every one but ``cusum`` by default: on the cart-pole's nominal reference CUSUM of the combined
+    score added no detection the ``horizon`` and ``ewma`` statistics did not make and was the source of
+    every false alarm left, see docs/worker.md; fewer for ablations); ``sensor_weight`` and
+    ``latent_weight`` weigh the two kinds of evidence in the combined score. ``clear_steps``: steps below
+    every threshold before an anomaly is declared over. ``horizons``: control steps over which the worker
+    re-predicts each reading open loop (from the latent that many steps back, through the actions applied
+    since; empty: off); ``horizon_window``: steps the ``horizon`` statistic averages over.
+    ``limit_margin``: a reading within this fraction of its sensor's range from either end of the schema's
+    range is at a limit (a cart at its end stop): an envelope event, not evidence of a fault; the detector
+    pauses there and for ``limit_holdoff_steps`` after (the impact's residuals). ``residual_units``: what
+    a residual is measured in before calibration. ``"predicted"`` (the default): the model's own expected
+    error for that step, the variance head's scale read from the latent the prediction came from (in
+    training stds), so an error the model expects (a fast swing, a regime it saw little of) weighs less
+    than the same error where it is precise (balancing); ``"training_std"``: the plain error in training
+    stds, the same everywhere.
     """
 
     warmup_steps: int = 10
@@ -50,7 +51,7 @@ class DetectorConfig:
     ewma_sigmas: float = 6.0
     steady_factor: float = 3.0
     stuck_min_steps: int = 6
-    statistics: tuple[str, ...] = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
+    statistics: tuple[str, ...] = ("instant", "peak", "jump", "ewma", "stuck", "horizon")
     clear_steps: int = 30
     horizons: tuple[int, ...] = (5, 10, 20, 30)
     horizon_window: int = 30

@@ -104,7 +104,12 @@ class DetectorProfile:
             return f"profile version {self.version}, this detector reads {PROFILE_VERSION}"
         now = config_key(config)
         differ = sorted(k for k in set(now) | set(self.config) if now.get(k) != self.config.get(k))
-        return None if not differ else "fitted under another detector config (" + ", ".join(differ) + ")"
+        if differ:
+            return "fitted under another detector config (" + ", ".join(differ) + ")"
+        unscaled = [k for k in config.statistics if k not in self.scale]
+        if unscaled:  # an alarm level fitted for none of them: per-asset thresholds would alarm
+            return "no alarm scale for " + ", ".join(unscaled)
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
