@@ -152,11 +152,20 @@ def ensure_models(
 
 
 def has_profile(engine: Engine, ref: str) -> bool:
-    """Whether model ``ref``'s checkpoint stores a detector profile."""
+    """Whether model ``ref``'s checkpoint stores a detector profile that the worker's default
+    detector uses (one fitted under another detector configuration, or unreadable, is refitted)."""
     from twin.model.api import checkpoint_path
     from twin.model.checkpoint import load_checkpoint
+    from twin.worker.config import DetectorConfig
+    from twin.worker.profile import DetectorProfile
 
-    return bool(load_checkpoint(checkpoint_path(ref, engine)).detector)
+    stored = load_checkpoint(checkpoint_path(ref, engine)).detector
+    if not stored:
+        return False
+    try:
+        return DetectorProfile.from_dict(stored).mismatch(DetectorConfig()) is None
+    except (TypeError, ValueError):
+        return False
 
 
 def fit_profile_for(ref: str, preset: TrainingPreset, engine: Engine, say: Callable[[str], None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -63,8 +64,6 @@ def test_an_unreadable_stored_profile_is_ignored_not_fatal(tiny_model: Path, tmp
 def test_twin_up_fits_a_profile_once_for_the_model_it_trains(tmp_path: Path):
     """``twin up``'s cell trains a missing model and fits its detector profile on the preset's
     nominal runs (stored with it); a second start finds both and fits nothing."""
-    import dataclasses
-
     from twin.cell import PRESETS, ensure_models
     from twin.model.api import checkpoint_path
     from twin.store import make_engine, upgrade
@@ -88,3 +87,37 @@ def test_twin_up_fits_a_profile_once_for_the_model_it_trains(tmp_path: Path):
     assert not any("training" in line or "profile" in line for line in said), said
     with pytest.raises(ValueError, match="reference_runs"):
         dataclasses.replace(preset, reference_runs=1)
+
+
+def test_twin_up_refits_a_profile_fitted_under_another_detector_config(tiny_model: Path, tmp_path: Path):
+    """A model whose stored profile the worker's default detector cannot use (fitted on residuals
+    in training stds, before ``residual_units``; or unreadable) counts as having none, so
+    ``twin up`` fits it again."""
+    from twin.cell import has_profile
+    from twin.model.checkpoint import save_checkpoint
+    from twin.worker.profile import DetectorProfile, config_key
+
+    checkpoint = load_checkpoint(tiny_model)
+    path = tmp_path / "model.pt"
+    fitted = DetectorProfile(
+        scale={k: 2.0 for k in DetectorConfig().statistics},
+        per_hour=0.5,
+        hours=1.0,
+        runs=4,
+        block_steps=900,
+        config=config_key(DetectorConfig()),
+    )
+    for profile, usable in (
+        (fitted, True),
+        (
+            dataclasses.replace(fitted, config=config_key(DetectorConfig(residual_units="training_std"))),
+            False,
+        ),
+        (None, False),
+    ):
+        checkpoint.detector = profile.to_dict() if profile is not None else None
+        save_checkpoint(checkpoint, path)
+        assert has_profile(None, str(path)) is usable  # type: ignore[arg-type]
+    checkpoint.detector = {"scale": {"instant": 2.0}, "from_the_future": True}
+    save_checkpoint(checkpoint, path)
+    assert has_profile(None, str(path)) is False  # type: ignore[arg-type]
