@@ -202,8 +202,11 @@ ABLATION = {
     "no_carried_observation": {"model": {"carry_observation": False}},
     "no_one_step_term": {"objective": {"one_step_weight": 0.0}},
     "rollout_8": {"objective": {"rollout_steps": 8}},
+    "linear_path": {"model": {"linear_path": True}},
+    "huber_sensor_loss": {"objective": {"sensor_loss": "huber"}},
 }
-"""Variants of the cartpole model: each switches one part of the objective or model off."""
+"""Variants of the cartpole model: each switches one part of the objective or model off (the
+last two switch an option on)."""
 
 
 def ablation(seed: int, steps: int, episodes: int, variants: list[str] | None = None) -> dict[str, Any]:

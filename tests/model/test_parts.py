@@ -248,3 +248,41 @@ def test_configs_written_before_a_field_keep_their_behaviour():
     del old["carry_observation"]
     assert ModelConfig.from_dict(old).carry_observation is False
     assert ModelConfig.from_dict(ModelConfig(carry_observation=True).to_dict()).carry_observation is True
+
+
+def test_linear_path_starts_at_zero_and_adds_a_z_plus_b_e():
+    """``linear_path``: the predictor's step is ``z + A z + B e + f(z, e)``; A and B start at zero,
+    so a fresh model steps exactly as one without the path; rollouts (condition once, step many
+    times) and single steps agree."""
+    from twin.model.predictor import LatentPredictor
+
+    torch.manual_seed(0)
+    plain = LatentPredictor(6, 3, 16, 2, "film")
+    torch.manual_seed(0)
+    linear = LatentPredictor(6, 3, 16, 2, "film", linear=True)
+    linear.load_state_dict(plain.state_dict(), strict=False)
+    z, e = torch.randn(5, 6), torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.allclose(linear(z, e), plain(z, e))
+        linear.lin_z.weight.copy_(torch.randn(6, 6))
+        linear.lin_a.weight.copy_(torch.randn(6, 3))
+        expected = plain(z, e) + z @ linear.lin_z.weight.T + e @ linear.lin_a.weight.T
+        assert torch.allclose(linear(z, e), expected, atol=1e-5)
+        a_in, mods = linear.condition(e)
+        assert torch.allclose(linear.step(z, a_in, mods), expected, atol=1e-5)
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "linear_path"})
+
+
+def test_huber_feature_loss_is_mse_for_small_errors_and_linear_for_outliers():
+    from twin.model.losses import HUBER_DELTA, feature_loss
+
+    observed = torch.zeros(4, 3)
+    small = torch.full((4, 3), HUBER_DELTA / 2)
+    assert torch.isclose(feature_loss(small, observed, "huber"), feature_loss(small, observed, "mse"))
+    big = torch.full((4, 3), 10.0)
+    assert torch.isclose(
+        feature_loss(big, observed, "huber"), torch.tensor(2 * HUBER_DELTA * (10 - HUBER_DELTA / 2))
+    )
+    assert feature_loss(big, observed, "huber") < feature_loss(big, observed, "mse") / 5
+    with pytest.raises(ValueError, match="sensor_loss"):
+        ObjectiveConfig(sensor_loss="l1")

@@ -67,6 +67,9 @@ class ModelConfig:
     exactly instead of re-learning it, so the short-horizon error is the predictor's, not a
     read-out floor. The predictor rolls both parts forward; VICReg applies to the learned part
     only."""
+    linear_path: bool = False
+    """Add a linear path to the predictor's step, ``z + A z + B e(a) + f(z, e(a))`` (zero at
+    the start; see :class:`~twin.model.predictor.LatentPredictor`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
@@ -195,7 +198,12 @@ def build_model(
         FusedEncoder(d, sensor, camera, carry=config.carry_observation),
         ActionEncoder(n_actions, config.action_dim),
         LatentPredictor(
-            z_dim, config.action_dim, config.hidden, config.predictor_layers, config.conditioning
+            z_dim,
+            config.action_dim,
+            config.hidden,
+            config.predictor_layers,
+            config.conditioning,
+            config.linear_path,
         ),
         Readout(z_dim, n_features, n_sensors, config.hidden, config.carry_observation, hidden_columns),
         InverseDynamics(z_dim, n_actions, config.hidden),

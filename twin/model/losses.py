@@ -28,11 +28,17 @@ from torch.nn import functional
 from twin.model.data import FeatureMap, Windows
 from twin.model.jepa import JepaWorldModel
 
-SENSOR_LOSSES = ("mse", "log_mse", "mse+log_mse")
+SENSOR_LOSSES = ("mse", "log_mse", "mse+log_mse", "huber")
+HUBER_DELTA = 0.5
+"""Where the ``huber`` feature loss turns from squared to linear, in training stds."""
 
 
 def feature_loss(predicted: torch.Tensor, observed: torch.Tensor, kind: str) -> torch.Tensor:
-    """Error of predicted features (..., F): plain MSE, or the mean of per-feature log-MSE."""
+    """Error of predicted features (..., F): plain MSE, the mean of per-feature log-MSE, or a
+    Huber loss (squared below :data:`HUBER_DELTA` training stds, linear above, scaled so that
+    small errors cost what they cost in MSE)."""
+    if kind == "huber":
+        return 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA)
     per_feature = (predicted - observed).pow(2).reshape(-1, predicted.shape[-1]).mean(dim=0)
     if kind == "mse":
         return per_feature.mean()
@@ -61,8 +67,9 @@ class ObjectiveConfig:
     sensor_loss: str = "mse"
     """How feature errors are pooled: "mse" (large errors dominate: a sensor that cannot be
     predicted drowns the rest), "log_mse" (mean over features of log(mse + 1e-5): every sensor's
-    relative improvement counts the same, but hard sensors are given up) or their sum
-    (mse + 0.1 log_mse)."""
+    relative improvement counts the same, but hard sensors are given up), their sum
+    (mse + 0.1 log_mse), or "huber" (an outlier, a cube knocked off its spot or a bang-bang
+    torque, weighs linearly, not squared)."""
     stop_gradient: bool = True
     """With ``ema_tau=0``: detach the target latents (False: gradients flow into both sides, as
     in VICReg/LeJEPA, where only the regulariser prevents collapse)."""

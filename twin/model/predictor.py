@@ -22,15 +22,30 @@ CONDITIONING = ("film", "concat")
 
 
 class LatentPredictor(nn.Module):
-    """(B, D) latent, (B, E) action embedding -> (B, D) next latent."""
+    """(B, D) latent, (B, E) action embedding -> (B, D) next latent. ``linear``: a linear path
+    ``A z + B e`` added to the MLP's step (zero-initialised)."""
 
     def __init__(
-        self, latent_dim: int, action_dim: int, hidden: int, layers: int = 2, conditioning: str = "film"
+        self,
+        latent_dim: int,
+        action_dim: int,
+        hidden: int,
+        layers: int = 2,
+        conditioning: str = "film",
+        linear: bool = False,
     ):
         super().__init__()
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning={conditioning!r} must be one of {CONDITIONING}")
         self.conditioning = conditioning
+        self.n_hidden = hidden
+        # a linear path beside the MLP, z + A z + B e + f(z, e), zero at the start: the part of
+        # the dynamics a least-squares ARX model gets exactly (a position-controlled joint)
+        self.lin_z = nn.Linear(latent_dim, latent_dim, bias=False) if linear else None
+        self.lin_a = nn.Linear(action_dim, latent_dim, bias=False) if linear else None
+        for part in (self.lin_z, self.lin_a):
+            if part is not None:
+                nn.init.zeros_(part.weight)
         self.inp = nn.Linear(latent_dim + action_dim, hidden)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
         self.film = nn.Linear(action_dim, 2 * hidden * layers) if conditioning == "film" else None
@@ -47,6 +62,8 @@ class LatentPredictor(nn.Module):
         (gamma, beta) per layer: computed once for a whole action sequence in a rollout."""
         d = self.inp.in_features - action.shape[-1]
         a_in = functional.linear(action, self.inp.weight[:, d:], self.inp.bias)
+        if self.lin_a is not None:  # the linear path's action term rides along: (..., hidden + D)
+            a_in = torch.cat([a_in, self.lin_a(action)], dim=-1)
         if self.film is None:
             return a_in, None
         chunks = self.film(action).chunk(2 * (len(self.hidden) + 1), dim=-1)
@@ -63,6 +80,10 @@ class LatentPredictor(nn.Module):
         ``w_z``: the latent columns of the input layer, sliced once per rollout (each slice
         costs a full-size zero-filled gradient in the backward pass)."""
         w_z = self.inp.weight[:, : z.shape[-1]] if w_z is None else w_z
+        linear = None
+        if self.lin_z is not None:
+            a_in, a_lin = a_in[..., : self.n_hidden], a_in[..., self.n_hidden :]
+            linear = self.lin_z(z) + a_lin
         h = functional.linear(z, w_z) + a_in
         for i, layer in enumerate([None, *self.hidden]):
             if layer is not None:
@@ -70,7 +91,8 @@ class LatentPredictor(nn.Module):
             if mods is not None:
                 h = torch.addcmul(mods[2 * i + 1], h, 1 + mods[2 * i])
             h = functional.silu(h)
-        return z + self.out(h)
+        out = z + self.out(h)
+        return out if linear is None else out + linear
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.step(z, *self.condition(action))

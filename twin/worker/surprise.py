@@ -91,6 +91,7 @@ def open_loop_residuals(
     observed: np.ndarray,
     horizons: tuple[int, ...],
     scaled: bool = False,
+    chunk: int = 8192,
 ) -> np.ndarray:
     """Whole episodes: latents ``z`` (B, T, D) of the windows ending at each step, ``actions``
     (B, T, A) SI applied after each step, readings ``observed`` (B, T, S) -> open-loop residuals
@@ -98,7 +99,8 @@ def open_loop_residuals(
     ``z[t - k]`` through ``actions[t - k : t]`` (NaN where ``t < k`` or the latent is unknown);
     ``scaled``: divided by the error scale the model predicts for that rollout (see
     :func:`step_evidence`). One batched rollout per horizon; the same arithmetic as
-    :meth:`OpenLoop.residuals`."""
+    :meth:`OpenLoop.residuals`. ``chunk``: rollouts per batch (a rollout holds all ``k`` latents
+    of each: hours of evidence at once would not fit in memory)."""
     b, steps, s = observed.shape
     out = np.full((b, steps, len(horizons), s), np.nan)
     for j, k in enumerate(horizons):
@@ -110,11 +112,12 @@ def open_loop_residuals(
         ok = np.isfinite(origins).all(axis=1) & np.isfinite(plans).all(axis=(1, 2))
         if not ok.any():
             continue
-        predicted, scale = model.rollout_read(origins[ok], plans[ok])
         target = observed[:, k:].reshape(-1, s)
         residual = np.full((len(origins), s), np.nan)
-        error = model.normalised_error(predicted, target[ok])
-        residual[ok] = error / scale if scaled else error
+        for rows in np.array_split(np.flatnonzero(ok), -(-int(ok.sum()) // chunk)):
+            predicted, scale = model.rollout_read(origins[rows], plans[rows])
+            error = model.normalised_error(predicted, target[rows])
+            residual[rows] = error / scale if scaled else error
         out[:, k:, j] = residual.reshape(b, steps - k, s)
     return out
 
