@@ -270,7 +270,8 @@ def test_linear_path_starts_at_zero_and_adds_a_z_plus_b_e():
         assert torch.allclose(linear(z, e), expected, atol=1e-5)
         a_in, mods = linear.condition(e)
         assert torch.allclose(linear.step(z, a_in, mods), expected, atol=1e-5)
-    assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "linear_path"})
+    stored = {k: v for k, v in ModelConfig().to_dict().items() if k != "linear_path"}
+    assert ModelConfig.from_dict(stored).linear_path is False
 
 
 def test_huber_feature_loss_is_mse_for_small_errors_and_linear_for_outliers():

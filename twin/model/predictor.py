@@ -38,14 +38,12 @@ class LatentPredictor(nn.Module):
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning={conditioning!r} must be one of {CONDITIONING}")
         self.conditioning = conditioning
-        self.n_hidden = hidden
         # a linear path beside the MLP, z + A z + B e + f(z, e), zero at the start: the part of
         # the dynamics a least-squares ARX model gets exactly (a position-controlled joint)
         self.lin_z = nn.Linear(latent_dim, latent_dim, bias=False) if linear else None
         self.lin_a = nn.Linear(action_dim, latent_dim, bias=False) if linear else None
-        for part in (self.lin_z, self.lin_a):
-            if part is not None:
-                nn.init.zeros_(part.weight)
+        for part in filter(None, (self.lin_z, self.lin_a)):
+            nn.init.zeros_(part.weight)
         self.inp = nn.Linear(latent_dim + action_dim, hidden)
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
         self.film = nn.Linear(action_dim, 2 * hidden * layers) if conditioning == "film" else None
@@ -82,7 +80,7 @@ class LatentPredictor(nn.Module):
         w_z = self.inp.weight[:, : z.shape[-1]] if w_z is None else w_z
         linear = None
         if self.lin_z is not None:
-            a_in, a_lin = a_in[..., : self.n_hidden], a_in[..., self.n_hidden :]
+            a_in, a_lin = a_in.split([self.inp.out_features, z.shape[-1]], dim=-1)
             linear = self.lin_z(z) + a_lin
         h = functional.linear(z, w_z) + a_in
         for i, layer in enumerate([None, *self.hidden]):
