@@ -29,8 +29,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 
 from twin.model.jepa import ModelConfig  # noqa: E402
-from twin.model.losses import ObjectiveConfig  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
+from twin.model.presets import scene_model, scene_objective  # noqa: E402
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
@@ -54,14 +54,19 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     return {
         "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
         "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},
-        "arm": {"episodes": 120, "config": RunConfig(train=jepa, baseline_train=base)},
+        "arm": {
+            "episodes": 120,
+            "config": RunConfig(
+                model=scene_model("arm"), objective=scene_objective("arm"), train=jepa, baseline_train=base
+            ),
+        },
         "arm-camera": {
             "scene": "arm",
             "episodes": 40,
             "camera": True,
             "config": RunConfig(
-                model=ModelConfig(camera=True, camera_only=("cube",)),
-                objective=ObjectiveConfig(rollout_steps=8),
+                model=scene_model("arm", camera=True, camera_only=("cube",)),
+                objective=scene_objective("arm", camera=True),
                 train=camera,
                 baseline_train=base,
                 neural_baselines=False,

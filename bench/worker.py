@@ -219,7 +219,15 @@ def _sim_args(assets: int, seconds: float, seed: int) -> list[str]:
     ]
 
 
-def live(model: str, assets: int, e2e_s: float, ingest_assets: int, ingest_s: float) -> dict[str, Any]:
+def live(
+    model: str,
+    assets: int,
+    e2e_s: float,
+    ingest_assets: int,
+    ingest_s: float,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Latency, restart and ingestion through real processes; ``extra``: more `twin worker` options."""
     import sqlalchemy as sa
 
     out: dict[str, Any] = {}
@@ -237,7 +245,7 @@ def live(model: str, assets: int, e2e_s: float, ingest_assets: int, ingest_s: fl
             )
             env.update(config.env())
             db = f"sqlite:///{home}/twin.sqlite"
-            worker_args = ["worker", "--model", model, "--db", db]
+            worker_args = ["worker", "--model", model, "--db", db, *extra]
             with PredictionClock(config) as clock:
                 # 1. latency with `assets` cartpoles, then 2. kill -9 and restart under the same load
                 worker = _spawn(worker_args, env)
@@ -277,7 +285,7 @@ def live(model: str, assets: int, e2e_s: float, ingest_assets: int, ingest_s: fl
                 _stop(worker)
             # 3. ingestion: offered load of `ingest_assets` x 30 Hz, everything stored
             db2 = f"sqlite:///{home}/ingest.sqlite"
-            worker = _spawn(["worker", "--model", model, "--db", db2], env)
+            worker = _spawn(["worker", "--model", model, "--db", db2, *extra], env)
             _json_line(worker, "worker_ready")
             sim = _spawn(_sim_args(ingest_assets, ingest_s, 2), env)
             sim_ready = _json_line(sim, "sim_ready", 60)
@@ -492,6 +500,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier when shared)")
     parser.add_argument("--skip-live", action="store_true")
     parser.add_argument("--skip-detection", action="store_true")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        help="an extra `twin worker` option for the live runs (repeatable; e.g. --worker-arg=--threads=2)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -554,7 +568,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         del name
     if not args.skip_live:
-        live_result = live(model_path, args.assets, args.e2e_s, args.ingest_assets, args.ingest_s)
+        live_result = live(
+            model_path, args.assets, args.e2e_s, args.ingest_assets, args.ingest_s, tuple(args.worker_arg)
+        )
         result.update(live_result)
         print(
             f"\nLive: e2e p50 {live_result['e2e_p50_ms']} ms, p99 {live_result['e2e_p99_ms']} ms "

@@ -101,18 +101,17 @@ def train_model(scene: str, preset: TrainingPreset, engine: Engine, models_dir: 
     import torch
 
     from sim.stdio import quiet_stdout
-    from twin.model.jepa import ModelConfig
     from twin.model.jobs import DataSpec, load_data, train_job
-    from twin.model.losses import ObjectiveConfig
     from twin.model.pipeline import RunConfig
+    from twin.model.presets import scene_model, scene_objective
     from twin.model.train import TrainConfig
 
     torch.set_num_threads(2)
     with quiet_stdout():
         data = load_data(DataSpec(scene, generate=preset.episodes, seed=0))
     config = RunConfig(
-        model=ModelConfig(latent_dim=preset.latent_dim, hidden=preset.hidden),
-        objective=ObjectiveConfig(rollout_steps=preset.rollout_steps),
+        model=scene_model(scene, latent_dim=preset.latent_dim, hidden=preset.hidden),
+        objective=scene_objective(scene, rollout_steps=preset.rollout_steps),
         train=TrainConfig(
             steps=preset.steps,
             batch=preset.batch,

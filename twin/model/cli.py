@@ -57,10 +57,9 @@ def train_command(
 
     from twin.logs import setup_logging
     from twin.model.generate import SCENE_EPISODES
-    from twin.model.jepa import ModelConfig
     from twin.model.jobs import DataSpec, load_data, train_job
-    from twin.model.losses import ObjectiveConfig
     from twin.model.pipeline import RunConfig
+    from twin.model.presets import scene_model, scene_objective
     from twin.model.train import TrainConfig
     from twin.settings import home
 
@@ -91,13 +90,13 @@ def train_command(
     except LookupError as exc:
         typer.echo(f"twin train: {exc}", err=True)
         raise typer.Exit(2) from None
-    model = ModelConfig(
-        camera=camera or camera_only, sensors=not camera_only, carry_observation=not camera_only
+    model = scene_model(
+        scene, camera=camera or camera_only, sensors=not camera_only, carry_observation=not camera_only
     )
     train = TrainConfig(
         steps=steps, seed=seed, max_seconds=max_minutes * 60, batch=32 if model.camera else 128
     )
-    objective = ObjectiveConfig(rollout_steps=8 if model.camera else 32)
+    objective = scene_objective(scene, camera=model.camera)
     config = RunConfig(model=model, objective=objective, train=train)
     outcome = train_job(
         data,
