@@ -21,7 +21,6 @@ import torch
 
 from bridge import StreamSchema
 from twin.model.checkpoint import Checkpoint, check_schema, load_checkpoint
-from twin.model.fastpath import MAX_ROWS, NumpyWorldModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +79,6 @@ class TwinModel:
         self.control_hz = checkpoint.control_hz
         self.sensors = [s.name for s in self.schema.sensors]
         self.horizon = self.bands.horizon
-        self._numpy: NumpyWorldModel | None = None
-        """The NumPy mirror of the predictor for small batches (made at the first one)."""
 
     @classmethod
     def load(cls, ref: str | Path, stream: StreamSchema | None = None, engine=None) -> TwinModel:
@@ -112,43 +109,27 @@ class TwinModel:
         array = array[None] if array.ndim == 4 else array
         return torch.from_numpy(array).permute(0, 1, 4, 2, 3).contiguous()
 
-    def _fast(self) -> NumpyWorldModel:
-        """The NumPy mirror of the model, current with its weights."""
-        self._numpy = (self._numpy or NumpyWorldModel.from_model(self.model)).current(self.model)
-        return self._numpy
-
     @torch.no_grad()
     def encode(self, obs_window: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
         """(history, S) or (B, history, S) SI [+ frames (2, 64, 64, 3)] -> latent (D,) or (B, D)."""
-        window = self._window(obs_window)
-        if frames is None and not self.model.config.camera and len(window) <= MAX_ROWS:
-            z = self._fast().encode(window.numpy())
-        else:
-            z = self.model.encode(window, self._frames(frames)).numpy()
+        z = self.model.encode(self._window(obs_window), self._frames(frames)).numpy()
         return z[0] if np.ndim(obs_window) == 2 else z
 
     @torch.no_grad()
     def predict_latents(self, z: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Latent (D,) or (B, D), actions (H, A) or (B, H, A) SI -> latents (H, D) or (B, H, D)."""
         single = np.ndim(z) == 1
-        z2 = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        z_t = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32)
         a = np.asarray(actions, dtype=np.float64)
-        a_n = self.features.actions(a[None] if a.ndim == 2 else a)
-        if len(a_n) != len(z2):
-            a_n = np.broadcast_to(a_n, (len(z2), *a_n.shape[1:]))
-        if len(z2) <= MAX_ROWS:  # the live loop's sizes: torch's per-op overhead is the cost
-            out = self._fast().rollout(z2, a_n)
-        else:
-            a_t = torch.from_numpy(np.ascontiguousarray(a_n))
-            out = self.model.rollout(torch.from_numpy(z2), a_t).numpy()
+        a_t = torch.from_numpy(self.features.actions(a[None] if a.ndim == 2 else a))
+        if len(a_t) != len(z_t):
+            a_t = a_t.expand(len(z_t), -1, -1)
+        out = self.model.rollout(z_t, a_t).numpy()
         return out[0] if single else out
 
     @torch.no_grad()
     def read(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Latents (..., D) -> (values (..., S) SI, error scale (..., S))."""
-        if int(np.prod(np.shape(latents)[:-1])) <= MAX_ROWS * 32:
-            fast = self._fast()
-            return self.features.values(fast.read(latents)), fast.error_scale(latents)
         z = torch.as_tensor(latents, dtype=torch.float32)
         return self.features.values(self.model.read(z).numpy()), self.model.error_scale(z).numpy()
 

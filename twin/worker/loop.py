@@ -66,17 +66,6 @@ class WorkerStats:
     """Online adaptation's summary (set by the service at the end; None: adaptation off)."""
 
 
-def next_publish_t_ns(t_ns: int, publish_hz: float) -> int:
-    """When an asset that published at ``t_ns`` publishes next: the next point of a grid of
-    ``1 / publish_hz`` periods shared by every asset (less a 0.1% tolerance, so a stream's
-    timestamp jitter around a grid point does not skip or double a publication). Assets whose
-    frames share timestamps (one simulator, one PLC scan) come due on the same control step,
-    so the worker rolls their futures out in one batch instead of one batch per phase."""
-    period = int(1e9 / publish_hz)
-    tolerance = period // 1000
-    return ((t_ns + tolerance) // period + 1) * period - tolerance
-
-
 class TwinWorker:
     """Serve every matching asset of the bus; see the module docstring."""
 
@@ -575,7 +564,7 @@ class TwinWorker:
         t = asset.last_step_t_ns
         model = asset.model
         if t >= asset.next_publish_t_ns:
-            asset.next_publish_t_ns = next_publish_t_ns(t, self.config.publish_hz)
+            asset.next_publish_t_ns = t + int(1e9 / self.config.publish_hz * 0.999)
             self.publish_prediction(asset, forecast, i)
         if t >= asset.next_snapshot_t_ns:
             asset.next_snapshot_t_ns = t + int(self.config.snapshot_every_s * 1e9)
