@@ -316,6 +316,23 @@ def test_a_reading_at_its_range_limit_pauses_the_detector_then_it_resumes():
     assert edge.update(Surprise(np.zeros(3), 0.2, np.array([-14.8, 1e9, 0.0]))).reason == AT_LIMIT
 
 
+def test_a_skipped_step_or_a_non_finite_residual_does_not_end_a_contact():
+    """A worker that falls behind skips steps; a contact goes on through them (one event per
+    contact in the worker, which ends a contact at the first verdict that is not at the limit)."""
+    from twin.worker.detector import AT_LIMIT
+
+    config = DetectorConfig(calibration_steps=300, limit_holdoff_steps=20)
+    limits = (np.array([-15.0, -np.inf, -1.0]), np.array([15.0, np.inf, 1.0]))
+    detector = Detector(config, SENSORS, limits=limits)
+    at_stop = np.array([15.0, 0.0, 0.0])
+    steps = [0, 1, 2, 5, 6]  # the worker fell behind between steps 2 and 5
+    verdicts = [detector.update(Surprise(np.zeros(3), 0.2, at_stop, step=k)) for k in steps]
+    verdicts.append(detector.update(Surprise(np.full(3, np.nan), 0.2, at_stop, step=7)))
+    assert [v.reason for v in verdicts] == [AT_LIMIT] * 6
+    # once it leaves, the step count carries on without a gap
+    assert detector.update(Surprise(np.zeros(3), 0.2, np.zeros(3), step=8)).reason != "skipped steps"
+
+
 def test_a_range_end_a_sensor_usually_sits_at_is_no_end_stop():
     """The rotor's ``vibration_rms`` (range 0-100) reads below 1 most of the time: within 1% of
     its low end, and pausing there would keep the detector from ever calibrating."""

@@ -350,14 +350,6 @@ class Detector:
         evidence = np.append(surprise.residual, surprise.latent)
         if surprise.periods is not None:
             self.periods = np.asarray(surprise.periods, dtype=np.float64)
-        if not np.isfinite(evidence).all():
-            return Verdict(0.0, False, reason="non-finite evidence")
-        if surprise.step is not None:
-            gap = self.last_step is not None and surprise.step - self.last_step != 1
-            self.last_step = surprise.step
-            if gap:  # a prediction several steps old: not one-step evidence, skip it
-                self.last_residual, self.last_obs = None, None
-                return Verdict(0.0, False, reason="skipped steps")
         observed = surprise.observed
         s = len(self.sensors)
         if observed is not None and self.limit_low is not None and self.limit_high is not None:
@@ -368,16 +360,28 @@ class Detector:
             if self.limit_seen >= LIMIT_MIN_SEEN:  # an end it usually sits at is no end stop
                 ends &= self.limit_hits <= LIMIT_USUAL_SHARE * self.limit_seen
             at = ends.any(axis=0)
+            # judged before the evidence: a contact is about the reading, so a skipped step or a
+            # non-finite residual in the middle of one does not end it (one event per contact)
             if at.any() or self.hold > 0:
                 # an end stop's impact is outside what the model learned, and not a fault: pause,
                 # and start the path statistics afresh after it
                 self.hold = cfg.limit_holdoff_steps if at.any() else self.hold - 1
+                if surprise.step is not None:
+                    self.last_step = surprise.step
                 self.last_residual, self.last_obs = None, None
                 self.run[:] = 0
                 if self.armed:
                     self.reset_statistics()
                 hit = {n: 1.0 for n, a in zip(self.sensors, at, strict=True) if a}
                 return Verdict(0.0, False, hit, AT_LIMIT if hit else AFTER_LIMIT)
+        if not np.isfinite(evidence).all():
+            return Verdict(0.0, False, reason="non-finite evidence")
+        if surprise.step is not None:
+            gap = self.last_step is not None and surprise.step - self.last_step != 1
+            self.last_step = surprise.step
+            if gap:  # a prediction several steps old: not one-step evidence, skip it
+                self.last_residual, self.last_obs = None, None
+                return Verdict(0.0, False, reason="skipped steps")
         if observed is not None:
             observed = np.asarray(observed, dtype=np.float64)
             if self.last_obs is not None:
