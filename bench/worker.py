@@ -80,6 +80,7 @@ PROFILED = "twin + reference profile"
 INFERRED = "twin + profile, actions inferred"
 PLAIN = "twin + profile, residuals in training stds"
 WITH_CUSUM = "twin + profile, CUSUM alarms too"
+WITHOUT_CONSISTENCY = "twin + profile, no consistency"
 
 ONE_STEP = ("instant", "peak", "jump", "cusum", "ewma", "stuck")
 VARIANTS: dict[str, DetectorConfig] = {
@@ -91,6 +92,7 @@ VARIANTS: dict[str, DetectorConfig] = {
     "+ EWMA": DetectorConfig(statistics=("instant", "peak", "jump", "cusum", "ewma")),
     "+ stuck (one-step only)": DetectorConfig(statistics=ONE_STEP),
     "open loop only": DetectorConfig(statistics=("horizon",)),
+    "consistency only": DetectorConfig(statistics=("consistency",)),
     FULL: DetectorConfig(),
 }
 """Ablations, each a :class:`DetectorConfig` the worker could run, on per-asset calibration alone;
@@ -100,7 +102,9 @@ profile (``twin calibrate-detector``; fitted in the run when the model has none)
 :data:`INFERRED` the same on evidence computed with the actions inferred; :data:`PLAIN` the same
 with residuals in training stds instead of the model's predicted error (``residual_units``,
 the default before 2026-12-04), with a profile of its own; :data:`WITH_CUSUM` the default
-with CUSUM among the alarming statistics (as before 2026-12-04), also with its own profile."""
+with CUSUM among the alarming statistics (as before 2026-12-04), also with its own profile;
+:data:`WITHOUT_CONSISTENCY` the default without the sensors' relations to one another (as before
+2026-12-06), with its own profile."""
 
 
 # --- live processes ------------------------------------------------------------------------------
@@ -328,13 +332,13 @@ def fault_time_s(cfg: DetectorConfig, history: int) -> float:
     return float(np.ceil(armed + ARMED_TO_FAULT_S))
 
 
-def profile_of(model: ModelAdapter, cfg: DetectorConfig) -> tuple[DetectorProfile, str]:
-    """The model's stored reference profile if it holds for ``cfg``, else one fitted here (not
-    stored), and a line saying which."""
+def profile_of(model: ModelAdapter, cfg: DetectorConfig, own: bool = False) -> tuple[DetectorProfile, str]:
+    """The model's stored reference profile if it holds for ``cfg`` (and not ``own``), else one
+    fitted here (not stored), and a line saying which."""
     profile, line = model.profile_for(cfg)
-    if profile is not None:
+    if profile is not None and not own:
         return profile, "stored with the model"
-    log.warning("%s; fitting one in this run (not stored)", line)
+    log.warning("%s; fitting one in this run (not stored)", line if profile is None else "own profile")
     reference = ReferenceConfig()
     ratios = reference_ratios(model, cfg, reference, "cartpole")
     profile = fit_profile(ratios, cfg, CONTROL_HZ, reference.per_hour, reference.block_steps)
@@ -371,6 +375,8 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
     plain_profile, _ = profile_of(model, plain)
     with_cusum = dataclasses.replace(cfg, statistics=(*cfg.statistics, "cusum"))
     cusum_profile, _ = profile_of(model, with_cusum)
+    without = dataclasses.replace(cfg, statistics=tuple(k for k in cfg.statistics if k != "consistency"))
+    without_profile, _ = profile_of(model, without, own=True)  # the budget split over one fewer
     profile_s = time.perf_counter() - started
     limits = model.limits
     nominal = slice(0, seeds)
@@ -382,6 +388,7 @@ def detection(model: ModelAdapter, seeds: int, fa_hours: float, fa_runs: int) ->
         (INFERRED, cfg, inferred, profile),
         (PLAIN, plain, plain_evidence, plain_profile),
         (WITH_CUSUM, with_cusum, evidence, cusum_profile),
+        (WITHOUT_CONSISTENCY, without, evidence, without_profile),
     ]
     for name, variant, source, scale in runs:
         found = replay_detector(source, variant, model.sensors, model.periods, scale, limits)

@@ -25,7 +25,8 @@ class DetectorConfig:
     identical readings in a row that can mean a stuck sensor. ``statistics``: those that may raise an
     alarm (every one but ``cusum`` by default: on the cart-pole's nominal reference CUSUM of the combined
     score added no detection the ``horizon`` and ``ewma`` statistics did not make and was the source of
-    every false alarm left, see docs/worker.md; fewer for ablations); ``sensor_weight`` and
+    every false alarm left, see docs/worker.md; ``consistency``, the sensors' relations to one
+    another, since 2026-12-06; fewer for ablations); ``sensor_weight`` and
     ``latent_weight`` weigh the two kinds of evidence in the combined score. ``clear_steps``: steps below
     every threshold before an anomaly is declared over. ``horizons``: control steps over which the worker
     re-predicts each reading open loop (from the latent that many steps back, through the actions applied
@@ -51,7 +52,7 @@ class DetectorConfig:
     ewma_sigmas: float = 6.0
     steady_factor: float = 3.0
     stuck_min_steps: int = 6
-    statistics: tuple[str, ...] = ("instant", "peak", "jump", "ewma", "stuck", "horizon")
+    statistics: tuple[str, ...] = ("instant", "peak", "jump", "ewma", "stuck", "horizon", "consistency")
     clear_steps: int = 30
     horizons: tuple[int, ...] = (5, 10, 20, 30)
     horizon_window: int = 30
@@ -99,7 +100,7 @@ class DetectorConfig:
         if any(not isinstance(k, int) or k < 1 for k in horizons) or list(horizons) != sorted(set(horizons)):
             raise ValueError(f"DetectorConfig.horizons={self.horizons!r} must be increasing integers >= 1")
         object.__setattr__(self, "horizons", horizons)
-        known = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
+        known = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon", "consistency")
         object.__setattr__(self, "statistics", tuple(self.statistics))
         unknown = [s for s in self.statistics if s not in known]
         if unknown or not self.statistics:

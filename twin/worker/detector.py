@@ -24,6 +24,10 @@ Statistics, each divided by its threshold (1 = alarm level; ``score`` is the lar
   quarter of it), i.e. the mean residual over ~1 s and ~4 s: bias, drift;
 * ``stuck``: per sensor, the number of consecutive identical readings, against the longest run
   seen in calibration; only for sensors that moved during calibration;
+* ``consistency``: per sensor, EWMAs (the two speeds of ``ewma``) of the residual of its
+  relations to the other sensors (:mod:`twin.worker.consistency`, fitted on the calibration
+  steps: a position's change against its velocity readings), calibrated like ``ewma``: a sensor
+  that drifts, is biased or sticks while the others do not;
 * ``horizon``: the open-loop residuals (:attr:`Surprise.horizons`: the reading re-predicted from
   ``k`` steps back through the actions applied since, for each ``k`` of ``horizons``), each
   calibrated per horizon and sensor (median, MAD) into units ``v``; per horizon and sensor, the
@@ -62,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twin.worker.config import DetectorConfig
+from twin.worker.consistency import Consistency
 from twin.worker.surprise import Surprise
 
 if TYPE_CHECKING:
@@ -72,15 +77,16 @@ BLOCK = 30
 """Calibration block (control steps) for finding the steady segment."""
 MIN_WINDOWS = 10
 """Fewest ``horizon_window`` spans of nominal open-loop evidence that arm the ``horizon`` statistic."""
-STATE_VERSION = 4
-"""4: the calibration buffers and the open-loop window are packed float64 (base64), not lists."""
+STATE_VERSION = 5
+"""4: the calibration buffers and the open-loop window are packed float64 (base64), not lists;
+5: the ``consistency`` statistic's relations and EWMAs, and the readings before calibration's."""
 LIMIT_USUAL_SHARE = 0.2
 """A range end a sensor has sat at for more than this share of the asset's steps is its normal
 operating point (a non-negative RMS near 0, a torque at the motor's limit under a speed
 controller), not an end stop: the detector stops pausing for it."""
 LIMIT_MIN_SEEN = 30
 """Steps seen before :data:`LIMIT_USUAL_SHARE` applies (until then every end pauses)."""
-STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon")
+STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon", "consistency")
 AT_LIMIT = "at a range limit"
 """A verdict's reason while a reading is at its sensor's range limit (see :class:`Detector`)."""
 AFTER_LIMIT = "after a range limit"
@@ -165,6 +171,23 @@ def long_run_variance(units: np.ndarray, lags: int = 30) -> np.ndarray:
     return np.maximum(out, gamma0 * (1 + rho) / (1 - rho))  # at least an AR(1)'s
 
 
+def ewma_limits(units: np.ndarray, lambdas: tuple[float, ...], margin: float, sigmas: float) -> np.ndarray:
+    """Nominal units (N, S) -> (len(lambdas), S) alarm limits of their EWMAs at each weight:
+    ``margin`` times the EWMA's nominal peak, and at least ``sigmas`` times its spread. The
+    units are autocorrelated (a model's errors, a relation's): the spread follows their
+    long-run variance, not their plain one."""
+    long_run = long_run_variance(units)
+    out = np.zeros((len(lambdas), units.shape[1]))
+    for j, lam in enumerate(lambdas):
+        ewma, peaks = np.zeros(units.shape[1]), np.zeros(units.shape[1])
+        for row in units:
+            ewma = (1 - lam) * ewma + lam * row
+            peaks = np.maximum(peaks, np.abs(ewma))
+        spread = np.sqrt(lam / (2 - lam) * long_run)
+        out[j] = np.maximum(np.maximum(peaks * margin, sigmas * spread), 1e-9)
+    return out
+
+
 def wrap(change: np.ndarray, periods: np.ndarray) -> np.ndarray:
     """Changes of wrapped residuals brought into (-period/2, period/2]: a prediction error of an
     angle that crosses +-pi flips sign without anything happening."""
@@ -246,6 +269,15 @@ class Detector:
         self.h_threshold = np.ones(0)
         """(K * S,) limit of each horizon and sensor's windowed mean of ``v^2``."""
         self.h_recent: deque[np.ndarray] = deque(maxlen=config.horizon_window)
+        self._calib_prev: list[np.ndarray] = []
+        """Per calibration row, the reading of the step before (NaN: not contiguous)."""
+        self.relations: Consistency | None = None
+        """The sensors' relations to one another (``consistency``); None: not fitted."""
+        self.k_centre = np.zeros(n)
+        self.k_scale = np.ones(n)
+        """(S,) centre and scale of the consistency residuals (calibrated units)."""
+        self.k_limit = np.ones((2, n))
+        self.k_ewma = np.zeros((2, n))
 
     @property
     def armed(self) -> bool:
@@ -264,10 +296,15 @@ class Detector:
         )
 
     def calibrate(
-        self, evidence: np.ndarray, observed: np.ndarray | None = None, horizons: np.ndarray | None = None
+        self,
+        evidence: np.ndarray,
+        observed: np.ndarray | None = None,
+        horizons: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
     ) -> None:
-        """Set centre, scale and thresholds from nominal evidence (N, S + 1), readings (N, S) and
-        open-loop residuals (N, K * S; NaN where unknown)."""
+        """Set centre, scale and thresholds from nominal evidence (N, S + 1), readings (N, S),
+        open-loop residuals (N, K * S; NaN where unknown) and the reading of the step before
+        each row (N, S; NaN where that step was not seen)."""
         cfg = self.config
         s = len(self.sensors)
         self.centre, self.scale = robust_scale(evidence)
@@ -294,15 +331,7 @@ class Detector:
             path = max(0.0, path + value - self.cusum_k)
             peak = max(peak, path)
         self.cusum_h = float(max(peak * cfg.margin, 20.0 * self.cusum_k, 5.0))
-        long_run = long_run_variance(units[:, :s])
-        for j, lam in enumerate(self.lambdas):
-            ewma, peaks = np.zeros(s), np.zeros(s)
-            for row in units[:, :s]:
-                ewma = (1 - lam) * ewma + lam * row
-                peaks = np.maximum(peaks, np.abs(ewma))
-            # residuals are autocorrelated: the EWMA's spread follows their long-run variance
-            spread = np.sqrt(lam / (2 - lam) * long_run)
-            self.ewma_limit[j] = np.maximum(peaks * cfg.margin, cfg.ewma_sigmas * spread)
+        self.ewma_limit = ewma_limits(units[:, :s], self.lambdas, cfg.margin, cfg.ewma_sigmas)
         self.stuck_limit = np.zeros(s, dtype=int)
         if observed is not None and len(observed) == len(evidence):
             longest = stuck_runs(observed[keep])
@@ -312,7 +341,24 @@ class Detector:
         self.h_centre = self.h_scale = None
         if horizons is not None and len(horizons) == len(evidence):
             self.calibrate_horizons(np.asarray(horizons, dtype=np.float64)[keep])
+        self.relations = None
+        if observed is not None and previous is not None and len(previous) == len(evidence) == len(observed):
+            self.calibrate_consistency(np.asarray(previous, np.float64)[keep], observed[keep])
         self.reset_statistics()
+
+    def calibrate_consistency(self, previous: np.ndarray, observed: np.ndarray) -> None:
+        """Fit the sensors' relations on consecutive nominal readings (N, S) SI and set the
+        ``consistency`` statistic's centre, scale and EWMA limits as ``ewma``'s are set."""
+        cfg = self.config
+        relations = Consistency.fit(previous, observed, np.isfinite(self.periods))
+        if relations is None:
+            return
+        rows = np.isfinite(previous).all(axis=1)
+        residuals = relations.residuals(previous[rows], observed[rows])
+        self.relations = relations
+        self.k_centre, self.k_scale = robust_scale(residuals)
+        units = (residuals - self.k_centre) / self.k_scale
+        self.k_limit = ewma_limits(units, self.lambdas, cfg.margin, cfg.ewma_sigmas)
 
     def horizon_units(self, flat: np.ndarray) -> np.ndarray:
         """Open-loop residuals (..., K * S) -> squared calibrated units ``v^2`` (..., K * S)."""
@@ -375,6 +421,7 @@ class Detector:
                 hit = {n: 1.0 for n, a in zip(self.sensors, at, strict=True) if a}
                 return Verdict(0.0, False, hit, AT_LIMIT if hit else AFTER_LIMIT)
         if not np.isfinite(evidence).all():
+            self.last_obs = None  # the next reading's predecessor is not known either
             return Verdict(0.0, False, reason="non-finite evidence")
         if surprise.step is not None:
             gap = self.last_step is not None and surprise.step - self.last_step != 1
@@ -382,6 +429,7 @@ class Detector:
             if gap:  # a prediction several steps old: not one-step evidence, skip it
                 self.last_residual, self.last_obs = None, None
                 return Verdict(0.0, False, reason="skipped steps")
+        previous = self.last_obs  # the reading one step before (None: a gap, a pause, the start)
         if observed is not None:
             observed = np.asarray(observed, dtype=np.float64)
             if self.last_obs is not None:
@@ -393,13 +441,17 @@ class Detector:
                 self._calib.append(evidence)
                 if observed is not None:
                     self._calib_obs.append(observed)
+                    self._calib_prev.append(np.full(s, np.nan) if previous is None else previous)
                 if flat is not None:
                     self._calib_h.append(flat)
                 if len(self._calib) >= cfg.calibration_steps:
                     obs = np.asarray(self._calib_obs) if len(self._calib_obs) == len(self._calib) else None
                     hor = np.asarray(self._calib_h) if len(self._calib_h) == len(self._calib) else None
-                    self.calibrate(np.asarray(self._calib), obs, hor)
-                    self._calib, self._calib_obs, self._calib_h = [], [], []
+                    prev = np.asarray(self._calib_prev) if obs is not None else None
+                    if prev is not None and len(prev) != len(obs):  # a state restored mid-way
+                        prev = None
+                    self.calibrate(np.asarray(self._calib), obs, hor, prev)
+                    self._calib, self._calib_obs, self._calib_h, self._calib_prev = [], [], [], []
             return Verdict(0.0, False, reason="calibrating")
         units = self.units(evidence)
         c = float(self.combined(units))
@@ -416,6 +468,13 @@ class Detector:
         ewma_ratio = np.abs(self.ewma) / self.ewma_limit
         checked = self.stuck_limit > 0
         stuck_ratio = np.where(checked, self.run / np.maximum(self.stuck_limit, 1), 0.0)
+        consistency = np.zeros(s)
+        if self.relations is not None and previous is not None and observed is not None:
+            k_units = (self.relations.residuals(previous, observed) - self.k_centre) / self.k_scale
+            for j, lam in enumerate(self.lambdas):
+                self.k_ewma[j] = (1 - lam) * self.k_ewma[j] + lam * k_units
+        if self.relations is not None:
+            consistency = (np.abs(self.k_ewma) / self.k_limit).max(axis=0)
         horizon = 0.0
         horizon_share = np.zeros(s)
         known = self.h_centre is not None and flat is not None and flat.shape == self.h_centre.shape
@@ -433,6 +492,7 @@ class Detector:
             "ewma": float(ewma_ratio.max()),
             "stuck": float(stuck_ratio.max()),
             "horizon": horizon,
+            "consistency": float(consistency.max()),
         }
         ratios = {k: every[k] / self.alarm_scale.get(k, 1.0) for k in cfg.statistics}
         instant = max(ratios.get("instant", 0.0), ratios.get("peak", 0.0))
@@ -446,12 +506,18 @@ class Detector:
             or ratios.get("ewma", 0.0) > 1.0
             or ratios.get("stuck", 0.0) >= 1.0
             or ratios.get("horizon", 0.0) > 1.0
+            or ratios.get("consistency", 0.0) > 1.0
         )
         # the score ranks evidence: each statistic on its profile's common footing (1 = alarm)
         levels = {k: max(v, 0.0) ** self.exponent.get(k, 1.0) for k, v in ratios.items()}
         reason = max(levels, key=lambda k: levels[k])
         shares = np.append(
-            units[:s] ** 2 / s + ewma_ratio.max(axis=0) ** 2 + stuck_ratio**2 + jumps**2 + horizon_share,
+            units[:s] ** 2 / s
+            + ewma_ratio.max(axis=0) ** 2
+            + stuck_ratio**2
+            + jumps**2
+            + horizon_share
+            + consistency**2,
             cfg.latent_weight * units[s] ** 2,
         )
         total = float(shares.sum()) or 1.0
@@ -463,6 +529,7 @@ class Detector:
         """Start CUSUM and EWMA afresh (after an anomaly is declared over)."""
         self.cusum, self.above = 0.0, 0
         self.ewma = np.zeros((2, len(self.sensors)))
+        self.k_ewma = np.zeros((2, len(self.sensors)))
         self.h_recent.clear()
 
     def to_json(self) -> dict[str, Any]:
@@ -473,6 +540,7 @@ class Detector:
             "calib": pack(self._calib),
             "calib_obs": pack(self._calib_obs),
             "calib_h": pack(self._calib_h),
+            "calib_prev": pack(self._calib_prev, len(self.sensors)),
             "run": self.run.tolist(),
             "last_obs": None if self.last_obs is None else self.last_obs.tolist(),
             "last_residual": None if self.last_residual is None else self.last_residual.tolist(),
@@ -499,6 +567,14 @@ class Detector:
                 above=self.above,
                 kept=self.kept,
             )
+            if self.relations is not None:
+                out.update(
+                    relations=self.relations.to_json(),
+                    k_centre=self.k_centre.tolist(),
+                    k_scale=self.k_scale.tolist(),
+                    k_limit=self.k_limit.tolist(),
+                    k_ewma=self.k_ewma.tolist(),
+                )
             if self.h_centre is not None and self.h_scale is not None:
                 out.update(
                     h_centre=self.h_centre.tolist(),
@@ -531,6 +607,7 @@ class Detector:
         detector._calib = unpack(data.get("calib"))
         detector._calib_obs = unpack(data.get("calib_obs"))
         detector._calib_h = unpack(data.get("calib_h"))
+        detector._calib_prev = unpack(data.get("calib_prev"))
         detector.run = np.asarray(data.get("run", detector.run), dtype=int)
         if data.get("last_obs") is not None:
             detector.last_obs = np.asarray(data["last_obs"], dtype=f64)
@@ -556,6 +633,12 @@ class Detector:
             detector.ewma = np.asarray(data["ewma"], dtype=f64)
             detector.above = int(data["above"])
             detector.kept = int(data.get("kept", 0))
+        if "relations" in data:
+            detector.relations = Consistency.from_json(data["relations"])
+            detector.k_centre = np.asarray(data["k_centre"], dtype=f64)
+            detector.k_scale = np.asarray(data["k_scale"], dtype=f64)
+            detector.k_limit = np.asarray(data["k_limit"], dtype=f64)
+            detector.k_ewma = np.asarray(data["k_ewma"], dtype=f64)
         if "h_centre" in data:
             detector.h_centre = np.asarray(data["h_centre"], dtype=f64)
             detector.h_scale = np.asarray(data["h_scale"], dtype=f64)

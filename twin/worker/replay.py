@@ -106,6 +106,7 @@ def _judged(
             evidence.residual[i, t],
             float(evidence.latent[i, t]),
             evidence.observed[i, t],
+            step=t,
             periods=periods,
             horizons=open_loop,
         )
