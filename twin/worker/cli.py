@@ -201,7 +201,7 @@ def calibrate_detector_command(
     runs: Annotated[int, typer.Option(min=2, help="Nominal reference runs (simulated).")] = 16,
     seconds: Annotated[float, typer.Option(help="Seconds per run (the first ~31 s calibrate).")] = 150.0,
     seed: Annotated[int, typer.Option(help="Seed of the first run (one more per run).")] = 9000,
-    per_hour: Annotated[float, typer.Option(help="False alarms an hour the profile aims at.")] = 0.5,
+    per_hour: Annotated[float, typer.Option(help="False alarms an hour the profile aims at.")] = 0.25,
     calibration_steps: Annotated[
         int, typer.Option(help="As the worker's --calibration-steps (the profile holds for that value).")
     ] = 900,
