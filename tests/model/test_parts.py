@@ -287,3 +287,31 @@ def test_huber_feature_loss_is_mse_for_small_errors_and_linear_for_outliers():
     assert feature_loss(big, observed, "huber") < feature_loss(big, observed, "mse") / 5
     with pytest.raises(ValueError, match="sensor_loss"):
         ObjectiveConfig(sensor_loss="l1")
+
+
+@pytest.mark.parametrize("linear", [False, True])
+@pytest.mark.parametrize("conditioning", ["film", "concat"])
+def test_inference_rollout_equals_the_training_rollout(linear, conditioning):
+    """Without gradients the predictor conditions each step's action as it comes (no (H, B,
+    hidden) buffers); with them, all at once: the same latents either way, and the same as
+    stepping one action at a time."""
+    from twin.model.predictor import LatentPredictor
+
+    torch.manual_seed(1)
+    predictor = LatentPredictor(6, 3, 16, 2, conditioning, linear=linear)
+    if linear:
+        with torch.no_grad():
+            predictor.lin_z.weight.copy_(torch.randn(6, 6) * 0.1)
+            predictor.lin_a.weight.copy_(torch.randn(6, 3) * 0.1)
+    z, actions = torch.randn(4, 6), torch.randn(4, 7, 3)
+    trained = predictor.unroll(z, actions)
+    assert trained.requires_grad
+    with torch.no_grad():
+        inferred = predictor.unroll(z, actions)
+        stepped, state = [], z
+        for k in range(actions.shape[1]):
+            state = predictor(state, actions[:, k])
+            stepped.append(state)
+    assert not inferred.requires_grad and inferred.shape == (4, 7, 6)
+    torch.testing.assert_close(inferred, trained.detach(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(inferred, torch.stack(stepped, dim=1), rtol=0, atol=1e-6)
