@@ -104,7 +104,7 @@ with residuals in training stds instead of the model's predicted error (``residu
 the default before 2026-12-04), with a profile of its own; :data:`WITH_CUSUM` the default
 with CUSUM among the alarming statistics (as before 2026-12-04), also with its own profile;
 :data:`WITHOUT_CONSISTENCY` the default without the sensors' relations to one another (as before
-2026-12-06), with its own profile."""
+2026-12-05), with its own profile."""
 
 
 # --- live processes ------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class ReferenceConfig:
     """How much nominal reference: ``runs`` episodes of ``seconds`` each from seed ``seed``,
     fitted for ``per_hour`` false alarms an hour, blocks of ``block_steps`` control steps.
 
-    ``per_hour`` is what the fit aims at, 0.25 by default (0.5 until 2026-12-06): a Gumbel fit to
+    ``per_hour`` is what the fit aims at, 0.25 by default (0.5 until 2026-12-05): a Gumbel fit to
     half an hour of reference extrapolates the hourly tail, and on 1.6 unseen nominal hours of
     the cart-pole a profile fitted for 0.5 gave 1.25 false alarms an hour (2 events, ratios 1.02
     and 1.09), one fitted for 0.25 gave 0.63 at the same AUROC and detections (docs/worker.md)."""

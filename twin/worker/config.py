@@ -26,7 +26,7 @@ class DetectorConfig:
     alarm (every one but ``cusum`` by default: on the cart-pole's nominal reference CUSUM of the combined
     score added no detection the ``horizon`` and ``ewma`` statistics did not make and was the source of
     every false alarm left, see docs/worker.md; ``consistency``, the sensors' relations to one
-    another, since 2026-12-06; fewer for ablations); ``sensor_weight`` and
+    another, since 2026-12-05; fewer for ablations); ``sensor_weight`` and
     ``latent_weight`` weigh the two kinds of evidence in the combined score. ``clear_steps``: steps below
     every threshold before an anomaly is declared over. ``horizons``: control steps over which the worker
     re-predicts each reading open loop (from the latent that many steps back, through the actions applied
