@@ -38,16 +38,17 @@ def _readings(seed: int, n: int) -> np.ndarray:
 def test_relations_are_learned_from_consecutive_readings():
     x = _readings(0, 900)
     relations = Consistency.fit(x[:-1], x[1:], PERIODIC)
-    assert relations is not None and relations.checked.all()
+    assert relations is not None
+    # the position's and the angle's changes are explained by their rates; the velocities'
+    # changes are random accelerations no other reading explains: no relation to check there
+    assert relations.checked.tolist() == [True, False, True, False]
     fresh = _readings(1, 600)  # another run: the relations hold, whatever the levels
     residual = relations.residuals(fresh[:-1], fresh[1:])
     change = np.diff(fresh, axis=0)
     change[:, 2] = (change[:, 2] + np.pi) % (2 * np.pi) - np.pi
-    # the position's and the angle's changes are explained by their rates (the velocities'
-    # changes are random accelerations: no other reading explains them)
     assert np.std(residual[:, 0]) < 0.05 * np.std(change[:, 0])
     assert np.std(residual[:, 2]) < 0.05 * np.std(change[:, 2])
-    assert np.std(residual[:, 1]) > 0.5 * np.std(change[:, 1])
+    assert (residual[:, [1, 3]] == 0).all()
     # a drifting position reading: every change carries the drift's rate
     drifted = fresh.copy()
     drifted[:, 0] += 0.05 * DT * np.arange(len(fresh))
@@ -71,10 +72,10 @@ def test_too_few_pairs_or_a_still_sensor():
     x = _readings(0, MIN_ROWS)
     assert Consistency.fit(x[:-1], x[1:], PERIODIC) is None
     x = _readings(0, 300)
-    x[:, 3] = 2.0  # a reading that never changed has no relation to check
+    x[:, 2] = 0.5  # a reading that never changed has no relation to check
     relations = Consistency.fit(x[:-1], x[1:], PERIODIC)
-    assert relations is not None and relations.checked.tolist() == [True, True, True, False]
-    assert (relations.residuals(x[:-1], x[1:])[:, 3] == 0).all()
+    assert relations is not None and relations.checked.tolist() == [True, False, False, False]
+    assert (relations.residuals(x[:-1], x[1:])[:, 2] == 0).all()
     with pytest.raises(ValueError, match="do not fit"):
         Consistency(relations.weights[:, :-1], PERIODIC, relations.checked)
 

@@ -36,6 +36,12 @@ redone without the others): 30 s of one asset show spurious small weights on rea
 wander (a cart's position), and a spurious weight on a level that later leaves the calibration's
 range becomes a bias. The relations worth checking are far stronger (a position's change on its
 velocity: t in the hundreds)."""
+MIN_R2 = 0.95
+"""A relation is checked only if it explains at least this share of its sensor's change in
+calibration: a parity relation (a position's change on its velocity, R^2 ~ 1.0), not a partial
+model of a change driven by what no sensor shows (a velocity's change and the unmeasured force:
+R^2 0.1-0.9 on the cart-pole), whose residual is the sensor's own dynamics, which the world
+model's residuals watch already."""
 MIN_ROWS = 20
 """Fewest calibration pairs (consecutive readings) that fit the relations."""
 
@@ -72,8 +78,9 @@ def _ridge(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Consistency:
     """The fitted relations of one asset: ``weights`` (S, 2F + 1) over ``[f(x_{t-1}), f(x_t),
     1]`` (zero on each sensor's own current reading), ``periodic`` (S,) which readings are
-    wrapped angles (period 2 pi, SI), ``checked`` (S,) which sensors moved in calibration
-    (a sensor that never changed has no relation to check)."""
+    wrapped angles (period 2 pi, SI), ``checked`` (S,) which sensors' relations are checked:
+    those that moved in calibration and whose relation explained at least :data:`MIN_R2` of
+    their change there."""
 
     weights: np.ndarray
     periodic: np.ndarray
@@ -128,6 +135,10 @@ class Consistency:
                     break
                 cols[np.flatnonzero(cols)[weak]] = False
             weights[k, cols] = coef / spread[cols]
+        if checked.any():
+            residual = y - x @ weights.T
+            explained = 1 - residual.var(axis=0) / np.maximum(y.var(axis=0), 1e-300)
+            checked &= explained >= MIN_R2
         return cls(weights, periodic, checked)
 
     def residuals(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
