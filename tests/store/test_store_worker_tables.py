@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from bridge import Event
 from twin.store.models import EventRow, LatentStateRow, MemoryRow, PredictionErrorRow, PredictionRow
 from twin.store.writer import WriterConfig
+from twin.worker.config import WorkerConfig
 from twin.worker.memory import memory_op, search
 from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64, latest_states
 
@@ -154,7 +155,9 @@ def test_latest_states_gives_the_newest_snapshot_of_each_asset(engine: sa.Engine
     newest = latest_states(engine, "state")
     assert {asset: row.step for asset, row in newest.items()} == {"pole-a": 3, "pole-b": 9}
     assert newest["pole-a"].z == snapshot("pole-a", T0 + 3, 3, seed=3).row["z"]
-    assert list(latest_states(engine, "state", ["pole-b"])) == ["pole-b"]
+    assert list(latest_states(engine, "state", WorkerConfig(assets=("pole-b",)).serves)) == ["pole-b"]
+    shard = WorkerConfig(assets=("pole-*",)).serves
+    assert set(latest_states(engine, "state", shard)) == {"pole-a", "pole-b"}
     assert latest_states(engine, "camera") == {}
 
 

@@ -129,3 +129,35 @@ def test_the_relations_survive_a_restart():
     for t in range(400, 500):
         surprise = Surprise(np.zeros(4), 0.2, readings[t], step=t, periods=periods)
         assert detector.update(surprise).ratios == restored.update(surprise).ratios
+
+
+def test_a_lost_frame_is_a_gap_the_relations_do_not_judge():
+    """A frame lost or refused between two readings: the asset's step count advances by the
+    periods that passed, and the detector skips that step instead of judging a two-period
+    change against one-period relations (on the cart-pole, 80 mm against 0.55 mm of noise)."""
+    from twin.worker.assets import AssetState
+
+    period = 1e9 / 30
+    asset = AssetState("a", "state", None, "schema", None, np.zeros((2, 4)))  # type: ignore[arg-type]
+    for k in (0, 1, 2, 4, 5):  # frame 3 never came
+        asset.push(np.full(4, float(k)), round(k * period), period)
+    assert asset.step == 6 and asset.window[:, 0].tolist() == [4.0, 5.0]
+    asset.push(np.zeros(4), round(5.6 * period), period)  # jitter: still one period
+    assert asset.step == 7
+
+    config = DetectorConfig(calibration_steps=300)
+    periods = np.where(PERIODIC, 2 * np.pi / 1.8, np.inf)
+    readings = _readings(8, 400)
+    detector = Detector(config, SENSORS)
+    for t in range(350):
+        detector.update(Surprise(np.zeros(4), 0.2, readings[t], step=t, periods=periods))
+    assert detector.relations is not None
+    before = detector.k_ewma.copy()
+    skipped = detector.update(Surprise(np.zeros(4), 0.2, readings[351], step=351, periods=periods))
+    assert skipped.reason == "skipped steps" and not skipped.alarm
+    np.testing.assert_array_equal(detector.k_ewma, before)
+    after = [
+        detector.update(Surprise(np.zeros(4), 0.2, readings[t], step=t, periods=periods))
+        for t in range(352, 400)
+    ]
+    assert not any(v.alarm for v in after)

@@ -29,6 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BAD_STEP = 40
 """The step at which each bad asset misbehaves (the window is full and predictions flow)."""
 STEPS = 110
+BIAS_STEP = 75
+"""The step from which the ``biased`` asset's position reads 1 m off (the detector is armed)."""
 
 # asset -> the reason its error event must carry
 CASES = {
@@ -82,6 +84,13 @@ def _tampering(feed: Feed) -> dict[str, Any]:
         values[0] = 15.0  # cart_position at the end of its -15..15 m range: in range, at the stop
         return _with(frame, values=values)
 
+    def biased(step: int, frame: Observation) -> Observation:
+        if step < BIAS_STEP:
+            return frame
+        values = frame.values.copy()
+        values[0] += 1.0  # cart_position reads 1 m off from here on: no sim fault announced it
+        return _with(frame, values=values)
+
     def backwards(step: int, frame: Observation) -> Observation:
         return _with(frame, t_ns=feed.t_ns(BAD_STEP - 20)) if step == BAD_STEP else frame
 
@@ -104,6 +113,7 @@ def _tampering(feed: Feed) -> dict[str, Any]:
         "shape": shape,
         "range": out_of_range,
         "limit": at_limit,
+        "biased": biased,
         "backwards": backwards,
         "future": future,
         "schema": schema_change,
@@ -121,7 +131,7 @@ def bad_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """One worker fed a good asset and every bad asset of :data:`CASES`; what it said and stored."""
     home = tmp_path_factory.mktemp("bad-input")
     db = f"sqlite:///{home / 'twin.sqlite'}"
-    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ("good", "limit", *CASES)}
+    schemas = {asset: cartpole_schema(tiny_model, asset) for asset in ("good", "limit", "biased", *CASES)}
     schemas["alien"] = _alien_schema()
     with Bus(BusConfig.local(heartbeat_s=0.2)) as bus:
         worker = spawn(
@@ -153,12 +163,14 @@ def bad_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         assert worker.returncode == 0, err[-3000:]
     stopped = next(line for line in out.splitlines() if '"worker_stopped"' in line)
     stored = rows(db, sa.select(EventRow.asset, EventRow.name).where(EventRow.category == "error"))
+    anomalies = rows(db, sa.select(EventRow.asset, EventRow.params).where(EventRow.category == "anomaly"))
     snapshots = rows(db, sa.select(LatentStateRow.asset, LatentStateRow.schema_id, LatentStateRow.reason))
     yield {
         "heard": heard.snapshot(),
         "feed": feed,
         "stopped": json.loads(stopped),
         "stored_errors": set(stored),
+        "stored_anomalies": anomalies,
         "snapshots": snapshots,
         "schemas": schemas,
         "log": err,
@@ -216,3 +228,15 @@ def test_a_reading_at_its_range_limit_is_an_envelope_event_not_an_error(bad_run)
     assert not [m for m in own if getattr(m, "category", None) in ("error", "anomaly")]
     predictions = [m for m in own if m.topic == "pred.limit.state"]
     assert any(p.origin_t_ns > feed.t_ns(BAD_STEP + 10) for p in predictions)  # served throughout
+
+
+def test_an_anomaly_no_injected_fault_explains_is_counted_a_false_alarm(bad_run):
+    """No sim fault is announced in this run: every anomaly is a false alarm to the worker's
+    bookkeeping (the ``biased`` asset's position reads 1 m off from BIAS_STEP, so at least one
+    is raised), published, stored and counted as such."""
+    heard = bad_run["heard"]
+    anomalies = [m for m in heard if getattr(m, "category", None) == "anomaly"]
+    assert any(m.asset == "biased" for m in anomalies), "no anomaly for a position that reads 1 m off"
+    assert all(m.params["false_alarm"] is True and "fault" not in m.params for m in anomalies)
+    assert bad_run["stopped"]["false_alarms"] == len(anomalies) == len(bad_run["stored_anomalies"])
+    assert all(p.get("false_alarm") is True for _, p in bad_run["stored_anomalies"])

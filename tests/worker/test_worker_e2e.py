@@ -84,6 +84,14 @@ def test_predictions_arrive_and_stored_errors_match_observed_futures(
     first = predictions[0]
     assert first.mean.shape == (4, 4) and np.all(first.lower <= first.upper)
     assert np.allclose(first.horizons_s, np.array([1, 5, 10, 30]) / 30.0)
+    # beside each prediction, the surprise stream: (score, cusum ratio, anomaly flag)
+    surprise = [m for m in seen if isinstance(m, Observation) and m.stream == "surprise"]
+    assert {m.asset for m in surprise} == {"cartpole-0", "cartpole-1"}
+    assert abs(len(surprise) - len(predictions)) <= 2
+    values = np.stack([m.values for m in surprise])
+    assert values.shape[1] == 3 and np.isfinite(values).all() and (values[:, :2] >= 0).all()
+    assert set(np.unique(values[:, 2])) <= {0.0, 1.0}
+    assert (values[:, 0] > 0).any()  # calibrated (30 steps) and judging
 
     engine = sa.create_engine(db, poolclass=sa.NullPool)
     with engine.connect() as connection:
@@ -92,6 +100,7 @@ def test_predictions_arrive_and_stored_errors_match_observed_futures(
     engine.dispose()
     assert len(stored) >= 0.8 * len(predictions) and len(stored) > 20
     assert {(r.asset, r.origin_t_ns) for r in stored} <= {(p.asset, p.origin_t_ns) for p in predictions}
+    assert any(r.surprise is not None for r in stored)  # stored with the score once calibrated
     assert len(errors) > 40
     checked = 0
     for row in errors:

@@ -79,10 +79,16 @@ class AssetState:
     def ready(self) -> bool:
         return self.filled >= len(self.window)
 
-    def push(self, values: np.ndarray, t_ns: int) -> None:
-        """Append a control-step observation to the window."""
+    def push(self, values: np.ndarray, t_ns: int, period_ns: float | None = None) -> None:
+        """Append a control-step observation to the window. ``period_ns``: the control period;
+        a reading more than a period after the last one (a frame lost or refused in between)
+        advances :attr:`step` by the periods that passed, so whatever judges consecutive steps
+        (the detector's one-step evidence and sensor relations, the open loop) sees the gap."""
+        passed = 1
+        if period_ns is not None and self.last_step_t_ns >= 0:
+            passed = max(1, round((t_ns - self.last_step_t_ns) / period_ns))
         self.window[:-1] = self.window[1:]
         self.window[-1] = values
         self.filled = min(self.filled + 1, len(self.window))
-        self.step += 1
+        self.step += passed
         self.last_step_t_ns = t_ns

@@ -20,7 +20,11 @@ def worker_command(
         ),
     ] = None,
     asset: Annotated[
-        list[str] | None, typer.Option("--asset", help="Serve only this asset (repeatable): shard a fleet.")
+        list[str] | None,
+        typer.Option(
+            "--asset",
+            help="Serve only this asset, or a name prefix ending in '*' (repeatable): shard a fleet.",
+        ),
     ] = None,
     stream: Annotated[str, typer.Option(help="Stream the models read.")] = "state",
     db: Annotated[str | None, typer.Option(help="Database URL [env JUMEAU_DB].")] = None,

@@ -175,8 +175,10 @@ class WorkerConfig:
 
     ``models``: checkpoint paths or registry references (``name``, ``name:version``); empty:
     every model of the registry (latest version of each name). A stream is served by the first
-    model whose trained schema matches it. ``assets``: serve only these (topic prefixes
-    ``obs.<asset>.``; several workers shard a fleet this way); empty: every ``obs.`` stream.
+    model whose trained schema matches it. ``assets``: serve only these: an asset's name, or a
+    name prefix ending in ``*`` (``line1-*``: every asset whose name starts with ``line1-``), each
+    a topic prefix (``obs.<asset>.``, ``obs.line1-``), so several workers shard a fleet by name
+    (:meth:`serves`); empty: every ``obs.`` stream.
     ``horizons_steps``: control steps ahead to publish (each <= the model's calibrated horizon).
     ``publish_hz``: predictions per asset per second of stream time (published and stored).
     ``max_future_s``: observations stamped further ahead of the wall clock are rejected
@@ -214,6 +216,13 @@ class WorkerConfig:
             raise TypeError("WorkerConfig.models and .assets must be sequences of strings, not a string")
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "assets", tuple(self.assets))
+        for pattern in self.assets:
+            name = pattern[:-1] if pattern.endswith("*") else pattern
+            if not name or "*" in name or "." in name or any(c.isspace() for c in name):
+                raise ValueError(
+                    f"WorkerConfig.assets: {pattern!r} must be an asset name or a name prefix ending in "
+                    "'*', without dots, spaces or another '*'"
+                )
         horizons = tuple(int(h) for h in self.horizons_steps)
         if not horizons or any(h < 1 for h in horizons) or list(horizons) != sorted(set(horizons)):
             raise ValueError(
@@ -238,4 +247,14 @@ class WorkerConfig:
         """Subscription prefixes: observations, actions and events of the served assets."""
         if not self.assets:
             return ("obs.", "act.", "event.")
-        return tuple(f"{kind}.{asset}." for asset in self.assets for kind in ("obs", "act", "event"))
+        return tuple(
+            f"{kind}.{pattern[:-1]}" if pattern.endswith("*") else f"{kind}.{pattern}."
+            for pattern in self.assets
+            for kind in ("obs", "act", "event")
+        )
+
+    def serves(self, asset: str) -> bool:
+        """Whether ``asset`` is one of :attr:`assets` (by name or prefix; all when empty)."""
+        return not self.assets or any(
+            asset.startswith(p[:-1]) if p.endswith("*") else asset == p for p in self.assets
+        )

@@ -329,7 +329,7 @@ class TwinWorker:
             self.resync(asset, obs.t_ns)
         if asset.last_step_t_ns >= 0 and obs.t_ns - asset.last_step_t_ns < 0.75 * period:
             return None
-        asset.push(values, obs.t_ns)
+        asset.push(values, obs.t_ns, period)
         if self.adaptation is not None:
             self.adaptation.frame(asset, obs.t_ns)
         self.resolve(asset, values, obs.t_ns, period)

@@ -126,8 +126,11 @@ class WorkerWriter(BatchWriter):
         self.stats.batches += 1
 
 
-def latest_states(engine: Engine, stream: str, assets: Sequence[str] = ()) -> dict[str, LatentStateRow]:
-    """The newest latent snapshot of every asset's ``stream`` (only ``assets`` if given)."""
+def latest_states(
+    engine: Engine, stream: str, serves: Callable[[str], bool] | None = None
+) -> dict[str, LatentStateRow]:
+    """The newest latent snapshot of every asset's ``stream`` (only the assets ``serves``
+    accepts, if given: :meth:`~twin.worker.config.WorkerConfig.serves`)."""
     newest = (
         select(LatentStateRow.asset, func.max(LatentStateRow.t_ns).label("t_ns"))
         .where(LatentStateRow.stream == stream)
@@ -139,12 +142,10 @@ def latest_states(engine: Engine, stream: str, assets: Sequence[str] = ()) -> di
         .join(newest, (LatentStateRow.asset == newest.c.asset) & (LatentStateRow.t_ns == newest.c.t_ns))
         .where(LatentStateRow.stream == stream)
     )
-    if assets:
-        query = query.where(LatentStateRow.asset.in_(list(assets)))
     with Session(engine) as session:
         rows = list(session.execute(query.order_by(LatentStateRow.id)).scalars())
         session.expunge_all()
-    return {row.asset: row for row in rows}
+    return {row.asset: row for row in rows if serves is None or serves(row.asset)}
 
 
 PENDING_LOOKBACK_S = 120.0

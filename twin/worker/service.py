@@ -148,7 +148,7 @@ def run_worker(
                 return WorkerStats(store=WriterStats())
     if down is None:
         models = load_models(config.models, engine)
-        restored = latest_states(engine, config.stream, config.assets)
+        restored = latest_states(engine, config.stream, config.serves)
         owed = pending_predictions(engine, restored)
     else:
         restored, owed = {}, {}
