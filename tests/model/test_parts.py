@@ -315,3 +315,32 @@ def test_inference_rollout_equals_the_training_rollout(linear, conditioning):
     assert not inferred.requires_grad and inferred.shape == (4, 7, 6)
     torch.testing.assert_close(inferred, trained.detach(), rtol=0, atol=1e-6)
     torch.testing.assert_close(inferred, torch.stack(stepped, dim=1), rtol=0, atol=1e-6)
+
+
+def test_spatial_softmax_finds_where_a_map_lights_up():
+    """A keypoint is the expected image position of its map: a sharp peak gives that pixel's
+    coordinates in [-1, 1] (x right, y down), sub-pixel between two equal peaks."""
+    from twin.model.encoders import SpatialSoftmax
+
+    points = SpatialSoftmax(32, 32)
+    maps = torch.full((1, 2, 32, 32), -50.0)
+    maps[0, 0, 8, 24] = 50.0  # row 8, column 24
+    maps[0, 1, 31, 0] = maps[0, 1, 31, 1] = 50.0  # bottom row, between the first two columns
+    xy = points(maps).reshape(2, 2)
+    step = 2 / 31
+    torch.testing.assert_close(xy[0], torch.tensor([-1 + 24 * step, -1 + 8 * step]))
+    torch.testing.assert_close(xy[1], torch.tensor([-1 + 0.5 * step, 1.0]))
+
+
+def test_camera_keypoints_are_new_and_old_camera_checkpoints_load_without_them(oscillator):
+    from twin.model.encoders import CameraEncoder
+
+    frames = torch.randint(0, 255, (3, 2, 3, 64, 64), dtype=torch.uint8)
+    with_points = CameraEncoder(8, channels=4, keypoints=5)
+    assert with_points(frames).shape == (3, 8)
+    old = CameraEncoder(8, channels=4)  # as written before keypoints: same parameter names
+    assert old.points is None and old(frames).shape == (3, 8)
+    assert set(old.state_dict()) <= set(with_points.state_dict())
+    assert ModelConfig().camera_keypoints == 16
+    stored = {k: v for k, v in ModelConfig(camera=True).to_dict().items() if k != "camera_keypoints"}
+    assert ModelConfig.from_dict(stored).camera_keypoints == 0

@@ -4,7 +4,9 @@
   (B, history, F) -> (B, D). The window lets one latent carry velocities and phases that a
   single sample cannot show.
 * :class:`CameraEncoder`: a small strided CNN, (B, 3, 64, 64) uint8 -> (B, D), on the latest
-  frame and the difference to the previous one (motion).
+  frame and the difference to the previous one (motion), with keypoints: the expected image
+  position of each of ``keypoints`` feature maps at 32 x 32 (:class:`SpatialSoftmax`), so where
+  a small object is survives the downsampling.
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
   mixing; ``sensors=False`` makes it camera-only; ``carry=True`` appends the latest observed
   features (hidden columns zeroed) to the learned embedding.
@@ -51,14 +53,37 @@ class SensorEncoder(nn.Module):
         return self.net((window * self.keep).flatten(1))
 
 
-class CameraEncoder(nn.Module):
-    """(B, 2, 3, 64, 64) uint8 (previous, latest frame) -> (B, latent_dim)."""
+class SpatialSoftmax(nn.Module):
+    """Keypoints: (B, K, H, W) feature maps -> (B, 2K) the expected (x, y) of each map's softmax
+    over its pixels, in [-1, 1] (x to the right, y down), with a learned temperature.
 
-    def __init__(self, latent_dim: int, channels: int = 32) -> None:
+    A strided CNN that ends in a few coarse cells keeps *what* it saw better than *where*: a
+    4-pixel object at 64 x 64 is a fraction of a cell at 4 x 4. The soft arg-max of a map that
+    lights up on the object gives its position to a fraction of a pixel, differentiably (the
+    spatial soft-argmax of deep visuomotor policies and spatial autoencoders)."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        b, k = maps.shape[:2]
+        weights = torch.softmax(maps.flatten(2) / self.log_temperature.exp(), dim=-1)  # (B, K, HW)
+        return (weights @ self.grid).reshape(b, 2 * k)
+
+
+class CameraEncoder(nn.Module):
+    """(B, 2, 3, 64, 64) uint8 (previous, latest frame) -> (B, latent_dim). ``keypoints``: maps
+    read by :class:`SpatialSoftmax` at 32 x 32 beside the strided path (0: none, as checkpoints
+    written before 2026-12-06)."""
+
+    def __init__(self, latent_dim: int, channels: int = 32, keypoints: int = 0) -> None:
         super().__init__()
         c = channels
         self.net = nn.Sequential(
-            nn.Conv2d(6, c, 4, stride=2, padding=1),  # 32x32
+            nn.Conv2d(6, c, 4, stride=2, padding=1),  # 32x32 (the keypoints read this)
             nn.SiLU(),
             nn.Conv2d(c, c, 4, stride=2, padding=1),  # 16x16
             nn.SiLU(),
@@ -67,13 +92,22 @@ class CameraEncoder(nn.Module):
             nn.Conv2d(2 * c, 2 * c, 4, stride=2, padding=1),  # 4x4
             nn.SiLU(),
             nn.Flatten(),
-            nn.Linear(2 * c * 16, latent_dim),
+            nn.Linear(2 * c * 16 + 2 * keypoints, latent_dim),
         )
+        self.points = None
+        if keypoints:
+            self.points = nn.Sequential(
+                nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, keypoints, 1), SpatialSoftmax(32, 32)
+            )
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         pixels = frames.float() / 255.0
         latest, previous = pixels[:, -1], pixels[:, -2]
-        return self.net(torch.cat([latest - 0.5, latest - previous], dim=1))
+        stem = self.net[:2](torch.cat([latest - 0.5, latest - previous], dim=1))
+        coarse = self.net[2:-1](stem)
+        if self.points is not None:
+            coarse = torch.cat([coarse, self.points(stem)], dim=1)
+        return self.net[-1](coarse)
 
 
 class FusedEncoder(nn.Module):

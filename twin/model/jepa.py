@@ -57,6 +57,9 @@ class ModelConfig:
     """Encode the sensor window (False with ``camera``: a camera-only model)."""
     camera: bool = False
     camera_channels: int = 16
+    camera_keypoints: int = 16
+    """Keypoint maps of the camera encoder (expected image positions, see
+    :class:`~twin.model.encoders.SpatialSoftmax`); 0: none (checkpoints before 2026-12-06)."""
     camera_only: tuple[str, ...] = ()
     """Sensor name prefixes the model may learn only from the camera (e.g. ``("cube",)``: the
     arm's object poses): their features are zeroed at the encoder's input, still read out."""
@@ -75,6 +78,8 @@ class ModelConfig:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
         if self.camera_only and not self.camera:
             raise ValueError(f"ModelConfig.camera_only={self.camera_only!r} needs camera=True")
+        if not isinstance(self.camera_keypoints, int) or self.camera_keypoints < 0:
+            raise ValueError(f"ModelConfig.camera_keypoints={self.camera_keypoints!r} must be an int >= 0")
         for name in ("latent_dim", "hidden", "action_dim", "history", "predictor_layers", "camera_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -105,7 +110,7 @@ class ModelConfig:
         return cls(**{**LEGACY_DEFAULTS, **d})
 
 
-LEGACY_DEFAULTS: dict[str, Any] = {"carry_observation": False}
+LEGACY_DEFAULTS: dict[str, Any] = {"carry_observation": False, "camera_keypoints": 0}
 """Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
 reproduces those checkpoints."""
 
@@ -192,7 +197,7 @@ def build_model(
         if config.sensors
         else None
     )
-    camera = CameraEncoder(d, config.camera_channels) if config.camera else None
+    camera = CameraEncoder(d, config.camera_channels, config.camera_keypoints) if config.camera else None
     return JepaWorldModel(
         config,
         FusedEncoder(d, sensor, camera, carry=config.carry_observation),
