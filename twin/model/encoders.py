@@ -4,9 +4,9 @@
   (B, history, F) -> (B, D). The window lets one latent carry velocities and phases that a
   single sample cannot show.
 * :class:`CameraEncoder`: a small strided CNN, (B, 3, 64, 64) uint8 -> (B, D), on the latest
-  frame and the difference to the previous one (motion), with keypoints: the expected image
-  position of each of ``keypoints`` feature maps at 32 x 32 (:class:`SpatialSoftmax`), so where
-  a small object is survives the downsampling.
+  frame and the difference to the previous one (motion), optionally with keypoints: the
+  expected image position of each of ``keypoints`` feature maps at 32 x 32
+  (:class:`SpatialSoftmax`), so where a small object is survives the downsampling.
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
   mixing; ``sensors=False`` makes it camera-only; ``carry=True`` appends the latest observed
   features (hidden columns zeroed) to the learned embedding.
@@ -76,8 +76,7 @@ class SpatialSoftmax(nn.Module):
 
 class CameraEncoder(nn.Module):
     """(B, 2, 3, 64, 64) uint8 (previous, latest frame) -> (B, latent_dim). ``keypoints``: maps
-    read by :class:`SpatialSoftmax` at 32 x 32 beside the strided path (0: none, as checkpoints
-    written before 2026-12-06)."""
+    read by :class:`SpatialSoftmax` at 32 x 32 beside the strided path (0: none)."""
 
     def __init__(self, latent_dim: int, channels: int = 32, keypoints: int = 0) -> None:
         super().__init__()
