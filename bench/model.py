@@ -214,8 +214,12 @@ ABLATION = {
 last two switch an option on)."""
 
 
-def ablation(seed: int, steps: int, episodes: int, variants: list[str] | None = None) -> dict[str, Any]:
-    """Train every :data:`ABLATION` variant on the same cartpole data; JEPA test NRMSE each."""
+def ablation(
+    seeds: list[int], steps: int, episodes: int, variants: list[str] | None = None
+) -> dict[str, Any]:
+    """Train every :data:`ABLATION` variant on the same cartpole data, for each seed (its own
+    data, split, initialisation and batches); JEPA test NRMSE each, and per variant the mean
+    and spread over the seeds (``variants``; one seed's differences of a few percent are noise)."""
     import dataclasses
 
     from twin.model.baselines import NeuralForecaster
@@ -225,45 +229,81 @@ def ablation(seed: int, steps: int, episodes: int, variants: list[str] | None = 
     from twin.model.losses import ObjectiveConfig
     from twin.model.pipeline import prepare, train_jepa
 
-    data = generate(GenerateConfig("cartpole", episodes, seed=seed))
-    sensors = [s.name for s in data.schema.sensors]
     path = RESULTS.with_name("model_ablation.json")
-    out: dict[str, Any] = {"steps": steps, "episodes": episodes, "variants": {}}
-    if variants and path.exists():  # a subset: add to the earlier run's results
-        out = json.loads(path.read_text())
-    for name, change in ABLATION.items():
-        if variants and name not in variants:
-            continue
-        base = RunConfig(train=TrainConfig(steps=steps, eval_every=250, max_seconds=600, seed=seed))
-        config = dataclasses.replace(
-            base,
-            model=dataclasses.replace(ModelConfig(), **change.get("model", {})),
-            objective=dataclasses.replace(ObjectiveConfig(), **change.get("objective", {})),
-        )
-        prepared = prepare(data, config, seed)
-        model, result = train_jepa(prepared, config, seed)
-        f = prepared.features
-        metrics = score({"jepa": NeuralForecaster(model, f, model.history)}, prepared.test, f, sensors)
-        bands = calibrate(*band_errors(model, f, prepared.calib, 50))
-        extra = diagnostics(model, f, prepared.test, bands, seed)
-        out["variants"][name] = {
-            "nrmse": metrics["nrmse"]["jepa"],
-            "coverage90": extra["coverage90"],
-            "shuffled_action_ratio_h10": extra["shuffled_action_ratio_h10"],
-            "effective_rank": round(extra["latent"]["effective_rank"], 2),
-            "latent_std_min": round(extra["latent"]["std_min"], 4),
-            "train_s": round(result.seconds, 1),
-        }
-        path.write_text(json.dumps(out, indent=1) + "\n")  # after every variant
-        row = out["variants"][name]
+    out: dict[str, Any] = {"steps": steps, "episodes": episodes, "seeds": seeds, "runs": {}, "variants": {}}
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    if earlier.get("steps") == steps and earlier.get("episodes") == episodes and "runs" in earlier:
+        # the same ablation: keep the other seeds' runs (and, for a subset, the other variants)
+        out["runs"] = {k: v for k, v in earlier["runs"].items() if variants or int(k) not in seeds}
+        out["seeds"] = sorted({*map(int, out["runs"]), *seeds})
+    for seed in seeds:
+        data = generate(GenerateConfig("cartpole", episodes, seed=seed))
+        sensors = [s.name for s in data.schema.sensors]
+        runs = out["runs"].setdefault(str(seed), {})
+        for name, change in ABLATION.items():
+            if variants and name not in variants:
+                continue
+            base = RunConfig(train=TrainConfig(steps=steps, eval_every=250, max_seconds=600, seed=seed))
+            config = dataclasses.replace(
+                base,
+                model=dataclasses.replace(ModelConfig(), **change.get("model", {})),
+                objective=dataclasses.replace(ObjectiveConfig(), **change.get("objective", {})),
+            )
+            prepared = prepare(data, config, seed)
+            model, result = train_jepa(prepared, config, seed)
+            f = prepared.features
+            metrics = score({"jepa": NeuralForecaster(model, f, model.history)}, prepared.test, f, sensors)
+            bands = calibrate(*band_errors(model, f, prepared.calib, 50))
+            extra = diagnostics(model, f, prepared.test, bands, seed)
+            runs[name] = {
+                "nrmse": metrics["nrmse"]["jepa"],
+                "coverage90": extra["coverage90"],
+                "shuffled_action_ratio_h10": extra["shuffled_action_ratio_h10"],
+                "effective_rank": round(extra["latent"]["effective_rank"], 2),
+                "latent_std_min": round(extra["latent"]["std_min"], 4),
+                "train_s": round(result.seconds, 1),
+            }
+            out["variants"] = {
+                v: _over_seeds([r[v] for r in out["runs"].values() if v in r])
+                for v in ABLATION
+                if any(v in r for r in out["runs"].values())
+            }
+            path.write_text(json.dumps(out, indent=1) + "\n")  # after every variant
+            row = runs[name]
+            print(
+                f"seed {seed} {name:28s} "
+                + " ".join(f"{row['nrmse'][h]:.4f}" for h in HORIZONS)
+                + f"  rank {row['effective_rank']:5.2f}  shuffled x{row['shuffled_action_ratio_h10']}"
+                + f"  {row['train_s']} s",
+                flush=True,
+            )
+    print("\nmean over seeds (spread: std)")
+    for name, row in out["variants"].items():
         print(
             f"{name:28s} "
-            + " ".join(f"{row['nrmse'][h]:.4f}" for h in HORIZONS)
-            + f"  rank {row['effective_rank']:5.2f}  shuffled x{row['shuffled_action_ratio_h10']}"
-            + f"  {row['train_s']} s",
-            flush=True,
+            + " ".join(f"{row['nrmse'][h]:.4f}±{row['nrmse_std'][h]:.4f}" for h in HORIZONS)
+            + f"  shuffled x{row['shuffled_action_ratio_h10']}  ({row['n_seeds']} seeds)"
         )
     return out
+
+
+def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's runs (one per seed) -> their means (``nrmse_std``: the spread of NRMSE)."""
+    import numpy as np
+
+    def mean(values: list[float]) -> float:
+        return round(float(np.mean(values)), 5)
+
+    return {
+        "nrmse": {h: mean([r["nrmse"][h] for r in rows]) for h in rows[0]["nrmse"]},
+        "nrmse_std": {h: round(float(np.std([r["nrmse"][h] for r in rows])), 5) for h in rows[0]["nrmse"]},
+        "coverage90": {h: mean([r["coverage90"][h] for r in rows]) for h in rows[0]["coverage90"]},
+        "shuffled_action_ratio_h10": mean([r["shuffled_action_ratio_h10"] for r in rows]),
+        "effective_rank": mean([r["effective_rank"] for r in rows]),
+        "latent_std_min": mean([r["latent_std_min"] for r in rows]),
+        "train_s": mean([r["train_s"] for r in rows]),
+        "n_seeds": len(rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablation", action="store_true", help="Cartpole objective ablation instead.")
     parser.add_argument("--ablation-steps", type=int, default=1000)
+    parser.add_argument("--ablation-seeds", type=int, default=3, help="Seeds of the ablation (from --seed).")
     parser.add_argument("--variant", action="append", help="Ablation variants to (re)run (default all).")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 on a machine busy with other jobs)"
@@ -281,7 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     if args.ablation:
-        result = ablation(args.seed, args.ablation_steps, 300, args.variant)
+        seeds = list(range(args.seed, args.seed + args.ablation_seeds))
+        result = ablation(seeds, args.ablation_steps, 300, args.variant)
         path = RESULTS.with_name("model_ablation.json")
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result))
