@@ -199,6 +199,7 @@ ABLATION = {
     "no_sensor_rollout_term": {"objective": {"sensor_weight": 0.0}},
     "no_latent_loss": {"objective": {"latent_weight": 0.0}},
     "no_vicreg": {"objective": {"var_weight": 0.0, "cov_weight": 0.0}},
+    "vicreg_tenth": {"objective": {"var_weight": 0.1, "cov_weight": 0.004}},
     "no_ema": {"objective": {"ema_tau": 0.0}},
     "no_inverse_dynamics": {"objective": {"inverse_weight": 0.0}},
     "concat_actions_no_film": {"model": {"conditioning": "concat"}},
