@@ -199,7 +199,7 @@ ABLATION = {
     "no_sensor_rollout_term": {"objective": {"sensor_weight": 0.0}},
     "no_latent_loss": {"objective": {"latent_weight": 0.0}},
     "no_vicreg": {"objective": {"var_weight": 0.0, "cov_weight": 0.0}},
-    "vicreg_tenth": {"objective": {"var_weight": 0.1, "cov_weight": 0.004}},
+    "vicreg_weight_1": {"objective": {"var_weight": 1.0, "cov_weight": 0.04}},
     "no_ema": {"objective": {"ema_tau": 0.0}},
     "no_inverse_dynamics": {"objective": {"inverse_weight": 0.0}},
     "concat_actions_no_film": {"model": {"conditioning": "concat"}},
@@ -231,9 +231,22 @@ def ablation(
     from twin.model.pipeline import prepare, train_jepa
 
     path = RESULTS.with_name("model_ablation.json")
-    out: dict[str, Any] = {"steps": steps, "episodes": episodes, "seeds": seeds, "runs": {}, "variants": {}}
+    defaults = {"model": ModelConfig().to_dict(), "objective": ObjectiveConfig().to_dict()}
+    out: dict[str, Any] = {
+        "steps": steps,
+        "episodes": episodes,
+        "defaults": defaults,
+        "seeds": seeds,
+        "runs": {},
+        "variants": {},
+    }
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    if earlier.get("steps") == steps and earlier.get("episodes") == episodes and "runs" in earlier:
+    same = (earlier.get("steps"), earlier.get("episodes"), earlier.get("defaults")) == (
+        steps,
+        episodes,
+        json.loads(json.dumps(defaults)),
+    )
+    if same and "runs" in earlier:
         # the same ablation: keep the other seeds' runs (and, for a subset, the other variants)
         out["runs"] = {k: v for k, v in earlier["runs"].items() if variants or int(k) not in seeds}
         out["seeds"] = sorted({*map(int, out["runs"]), *seeds})
