@@ -63,6 +63,7 @@ def browser(profile: Path):
 
 def start_up(home: Path) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "JUMEAU_HOME": str(home)}
+    home.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -77,10 +78,12 @@ def start_up(home: Path) -> tuple[subprocess.Popen[str], str]:
             "--fault-at",
             os.environ.get("JUMEAU_E2E_FAULT_AT", "15"),
             "--duration",
-            os.environ.get("JUMEAU_E2E_DURATION", "240"),  # the docs run on a busy machine: longer
+            # a safety net only (the test stops it with SIGINT): counted from the dashboard being
+            # ready, it must outlast every wait below on a slow, busy CI machine
+            os.environ.get("JUMEAU_E2E_DURATION", "900"),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(home / "up.stderr").open("w"),
         text=True,
         env=env,
     )
@@ -99,6 +102,17 @@ def start_up(home: Path) -> tuple[subprocess.Popen[str], str]:
     bound = 200 if os.environ.get("JUMEAU_E2E_TRAINING", "tiny") == "tiny" else 600
     assert done.wait(bound) and "url" in found, "twin up never printed a ui_ready line"
     return process, found["url"]
+
+
+def diagnosis(process: subprocess.Popen[str], home: Path) -> str:
+    """What `twin up` was doing when a browser step failed: alive or its exit code, and its logs."""
+    state = "running" if process.poll() is None else f"exited with code {process.returncode}"
+    lines = [f"twin up {state}"]
+    for log in [home / "up.stderr", *sorted((home / "logs").glob("*.log"))]:
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-8:]
+            lines += [f"--- {log.name}", *tail]
+    return "\n".join(lines)
 
 
 def wait(predicate, timeout_s: float, what: str):
@@ -153,7 +167,8 @@ def shoot(driver, name: str, ready=None) -> None:
 
 def test_twin_up_serves_a_live_dashboard(tmp_path):
     started = time.monotonic()
-    process, url = start_up(Path(os.environ.get("JUMEAU_E2E_HOME", tmp_path / "home")))
+    home = Path(os.environ.get("JUMEAU_E2E_HOME", tmp_path / "home"))
+    process, url = start_up(home)
     figures: dict[str, float] = {"up_until_ui_ready_s": round(time.monotonic() - started, 1)}
     driver = browser(tmp_path / "profile")
     try:
@@ -195,6 +210,8 @@ def test_twin_up_serves_a_live_dashboard(tmp_path):
         wait(lambda: "cartpole-1" in driver.page_source, 60, "the fleet table")
         time.sleep(3.0)
         shoot(driver, "fleet")
+    except Exception as exc:  # say whether the stack was still up, and what its logs said
+        raise AssertionError(f"{exc}\n{diagnosis(process, home)}") from exc
     finally:
         driver.quit()
         process.send_signal(signal.SIGINT)

@@ -161,3 +161,21 @@ def test_a_lost_frame_is_a_gap_the_relations_do_not_judge():
         for t in range(352, 400)
     ]
     assert not any(v.alarm for v in after)
+
+
+def test_near_constant_readings_do_not_break_the_fit():
+    """A reading that barely moves about a level far from zero (an angle's cosine near 1, a
+    pressure of 1e5 Pa twitching by a micropascal) is, once scaled, nearly the intercept
+    column: the fit must stay finite and keep the relations the other sensors hold."""
+    x = _readings(3, 900)
+    rng = np.random.default_rng(3)
+    still = np.column_stack([1e-6 * rng.standard_normal(900), 1.0e5 + 1e-6 * rng.standard_normal(900)])
+    readings = np.column_stack([x, still])
+    periodic = np.array([*PERIODIC, True, False])
+    relations = Consistency.fit(readings[:-1], readings[1:], periodic)
+    assert relations is not None
+    assert np.isfinite(relations.weights).all()
+    assert relations.checked[0] and relations.checked[2]  # position on velocity, angle on rate
+    residuals = relations.residuals(readings[:-1], readings[1:])
+    assert np.isfinite(residuals).all()
+    assert np.abs(residuals[:, 0]).max() < 1e-3

@@ -61,12 +61,16 @@ def _owners(periodic: np.ndarray) -> np.ndarray:
 
 
 def _ridge(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised features (N, F) with the intercept last, target (N,) -> (coefficients (F,),
-    their t statistics (F,))."""
+    """Standardised (centred) features (N, F) with the intercept last, target (N,) ->
+    (coefficients (F,), their t statistics (F,)). A numerically singular system (features
+    that are copies of one another beyond the ridge's reach) is solved by pseudo-inverse."""
     gram = a.T @ a
     penalty = RIDGE * len(a) * np.eye(len(gram))
     penalty[-1, -1] = 0.0  # the intercept is not shrunk
-    inverse = np.linalg.inv(gram + penalty)
+    try:
+        inverse = np.linalg.inv(gram + penalty)
+    except np.linalg.LinAlgError:
+        inverse = np.linalg.pinv(gram + penalty, hermitian=True)
     coef = inverse @ (a.T @ y)
     dof = max(len(a) - len(coef), 1)
     sigma2 = float(np.sum((y - a @ coef) ** 2)) / dof
@@ -118,9 +122,12 @@ class Consistency:
         s = y.shape[1]
         f = _features(previous[:1], periodic).shape[-1]
         own = _owners(periodic)
+        # standardised about their means, so a reading that barely moves about a level far from
+        # zero (an angle's cosine near 1) is not a scaled copy of the intercept column
+        centre = x.mean(axis=0)
         spread = x.std(axis=0)
-        spread[-1] = 1.0  # the intercept
-        usable = spread > 1e-12
+        centre[-1], spread[-1] = 0.0, 1.0  # the intercept
+        usable = spread > 1e-12 * np.maximum(1.0, np.abs(centre))
         usable[-1] = True
         weights = np.zeros((s, x.shape[1]))
         checked = y.std(axis=0) > 1e-12
@@ -128,13 +135,14 @@ class Consistency:
             cols = usable.copy()
             cols[f:-1] &= own != k  # not the sensor's own current reading
             while True:  # fit, drop the features that are not significant, fit again
-                coef, t = _ridge(x[:, cols] / spread[cols], y[:, k])
+                coef, t = _ridge((x[:, cols] - centre[cols]) / spread[cols], y[:, k])
                 weak = np.abs(t) < MIN_T
                 weak[-1] = False  # the intercept stays
                 if not weak.any():
                     break
                 cols[np.flatnonzero(cols)[weak]] = False
             weights[k, cols] = coef / spread[cols]
+            weights[k, -1] -= float(np.dot(coef, centre[cols] / spread[cols]))  # back from centred
         if checked.any():
             residual = y - x @ weights.T
             explained = 1 - residual.var(axis=0) / np.maximum(y.var(axis=0), 1e-300)

@@ -58,6 +58,7 @@ calibrated.
 from __future__ import annotations
 
 import base64
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -71,6 +72,8 @@ from twin.worker.surprise import Surprise
 
 if TYPE_CHECKING:
     from twin.worker.profile import DetectorProfile
+
+log = logging.getLogger(__name__)
 
 _MAD = 1.4826
 BLOCK = 30
@@ -350,7 +353,11 @@ class Detector:
         """Fit the sensors' relations on consecutive nominal readings (N, S) SI and set the
         ``consistency`` statistic's centre, scale and EWMA limits as ``ewma``'s are set."""
         cfg = self.config
-        relations = Consistency.fit(previous, observed, np.isfinite(self.periods))
+        try:
+            relations = Consistency.fit(previous, observed, np.isfinite(self.periods))
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            log.warning("detector: no relations between the sensors could be fitted (%s)", exc)
+            return
         if relations is None:
             return
         rows = np.isfinite(previous).all(axis=1)

@@ -452,16 +452,20 @@ class TwinWorker:
                         asset.predicted_z,
                         asset.predicted_scale if scaled else None,
                     )
-                    verdict = asset.detector.update(
-                        Surprise(
-                            residual,
-                            float(latent),
-                            observed.copy(),
-                            asset.step,
-                            model.periods,
-                            None if open_loop is None else open_loop[i],
-                        )
+                    surprise = Surprise(
+                        residual,
+                        float(latent),
+                        observed.copy(),
+                        asset.step,
+                        model.periods,
+                        None if open_loop is None else open_loop[i],
                     )
+                    try:
+                        verdict = asset.detector.update(surprise)
+                    except Exception as exc:  # one asset's detector must not stop the others
+                        log.exception("%s: the anomaly detector failed at step %d", asset.asset, asset.step)
+                        message = f"{asset.asset}: the anomaly detector failed: {exc!r}"
+                        self.report(asset.asset, "detector_failed", message)
                 asset.z = forecast.z[i]
                 asset.action = forecast.actions[i]
                 asset.predicted_z = forecast.latents[i, 0]
