@@ -9,7 +9,7 @@ import pytest
 
 from twin.worker.config import DetectorConfig
 from twin.worker.detector import STATISTICS, Detector
-from twin.worker.profile import DetectorProfile, effective, fit_profile
+from twin.worker.profile import PROFILE_VERSION, DetectorProfile, effective, fit_profile
 from twin.worker.replay import Evidence, replay_detector, replay_ratios
 from twin.worker.surprise import Surprise
 
@@ -123,6 +123,9 @@ def test_profile_round_trip_validation_and_config_mismatch():
         fitted, config={k: v for k, v in fitted.config.items() if k != "residual_units"}
     )
     assert "residual_units" in (older.mismatch(CONFIG) or "")
+    # fitted on evidence an earlier detector computed (a statistic defined otherwise): not used
+    stale = dataclasses.replace(fitted, version=PROFILE_VERSION - 1)
+    assert f"profile version {PROFILE_VERSION - 1}" in (stale.mismatch(CONFIG) or "")
     with pytest.raises(ValueError, match="unknown statistics"):
         DetectorProfile(scale={"nope": 1.0}, per_hour=0.5, hours=1.0, runs=1, block_steps=9, config={})
     with pytest.raises(ValueError, match="finite and > 0"):

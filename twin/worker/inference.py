@@ -100,7 +100,10 @@ class ModelAdapter:
             )
         why = self.profile.mismatch(config)
         if why is not None:
-            return None, f"{self.name}: detector profile not used: {why}"
+            return None, (
+                f"{self.name}: detector profile not used: {why} "
+                f"(refit it: `twin calibrate-detector {self.name}`)"
+            )
         p = self.profile
         return p, (
             f"{self.name}: detector profile from {p.hours:.2f} h of nominal reference ({p.runs} runs) "
