@@ -3,6 +3,7 @@ a start-up transient left out of calibration, and its state surviving JSON."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -317,6 +318,47 @@ def test_a_reading_at_its_range_limit_pauses_the_detector_then_it_resumes():
     # 1% of the span from either end counts as at the limit; an infinite range never does
     edge = Detector(config, SENSORS, limits=limits)
     assert edge.update(Surprise(np.zeros(3), 0.2, np.array([-14.8, 1e9, 0.0]))).reason == AT_LIMIT
+
+
+def test_a_reading_running_fast_into_its_end_stop_pauses_before_the_contact():
+    """A cart at 9 m/s 1.2 m from its end stop (rail +-15 m): the model's forecast crosses an
+    end it never learned. The detector pauses (no contact, no event) until it is over; a slow
+    cart there, one running away from the end, or one fast but mid-rail is judged as usual."""
+    from twin.worker.detector import AFTER_LIMIT, APPROACHING_LIMIT, AT_LIMIT
+
+    config = DetectorConfig(calibration_steps=300, limit_holdoff_steps=20, statistics=UNRELATED)
+    limits = (np.array([-15.0, -np.inf, -1.0]), np.array([15.0, np.inf, 1.0]))
+    residual, latent, observed = _episode(3, 700)
+    observed = np.clip(observed * 0.01, -0.5, 0.5)
+    x = observed[:, 0]
+    x[380:405] = 6.0 + 0.3 * np.arange(25)  # 9 m/s at 30 Hz along the rail...
+    x[405:410] = 14.9  # ...into the end stop
+    x[410:460] = 14.9 - 0.3 * np.arange(1, 51)  # and away, as fast, back to where it wandered
+    residual[400:410] += 3.0  # the model's one-step error explodes on the way in
+    detector = Detector(config, SENSORS, limits=limits)
+    verdicts = _feed(detector, residual, latent, observed)
+    assert verdicts[399].ratios and not verdicts[399].alarm  # 3 m from the end (10%): judged
+    assert [v.reason for v in verdicts[400:405]] == [APPROACHING_LIMIT] * 5
+    assert verdicts[400].contributions == {"a": 1.0}
+    assert [v.reason for v in verdicts[405:410]] == [AT_LIMIT] * 5
+    assert all(v.reason == AFTER_LIMIT for v in verdicts[410:430])  # running away: no new pause
+    assert not any(v.alarm for v in verdicts[310:400] + verdicts[430:])
+    # slow near the end, fast away from it, fast mid-rail: judged
+    for before, now in ((14.0, 14.005), (14.0, 13.7), (3.0, 3.3)):
+        d = Detector(config, SENSORS, limits=limits)
+        d.update(Surprise(np.zeros(3), 0.2, np.array([before, 0.0, 0.0])))
+        assert not d.approaching(np.array([now, 0.0, 0.0]), np.ones((2, 3), dtype=bool)).any()
+    d = Detector(config, SENSORS, limits=limits)
+    d.update(Surprise(np.zeros(3), 0.2, np.array([-13.6, 0.0, 0.0])))
+    assert d.update(Surprise(np.zeros(3), 0.2, np.array([-13.9, 0.0, 0.0]))).reason == APPROACHING_LIMIT
+    restored = Detector.from_json(config, SENSORS, d.to_json(), limits=limits)
+    assert restored.limit_prev is not None and restored.limit_prev[0] == -13.9
+    # off with limit_lead_steps=0
+    off = Detector(dataclasses.replace(config, limit_lead_steps=0), SENSORS, limits=limits)
+    off.update(Surprise(np.zeros(3), 0.2, np.array([-13.6, 0.0, 0.0])))
+    assert off.update(Surprise(np.zeros(3), 0.2, np.array([-13.9, 0.0, 0.0]))).reason != APPROACHING_LIMIT
+    with pytest.raises(ValueError, match="limit_approach"):
+        DetectorConfig(limit_approach=0.001)
 
 
 def test_a_skipped_step_or_a_non_finite_residual_does_not_end_a_contact():

@@ -33,12 +33,15 @@ class DetectorConfig:
     since; empty: off); ``horizon_window``: steps the ``horizon`` statistic averages over.
     ``limit_margin``: a reading within this fraction of its sensor's range from either end of the schema's
     range is at a limit (a cart at its end stop): an envelope event, not evidence of a fault; the detector
-    pauses there and for ``limit_holdoff_steps`` after (the impact's residuals). ``residual_units``: what
-    a residual is measured in before calibration. ``"predicted"`` (the default): the model's own expected
-    error for that step, the variance head's scale read from the latent the prediction came from (in
-    training stds), so an error the model expects (a fast swing, a regime it saw little of) weighs less
-    than the same error where it is precise (balancing); ``"training_std"``: the plain error in training
-    stds, the same everywhere.
+    pauses there and for ``limit_holdoff_steps`` after (the impact's residuals). It pauses too, without a
+    contact event, while a reading within ``limit_approach`` of its range's span from an end heads for that
+    end fast enough to reach it within ``limit_lead_steps`` at its last step's rate (a cart running into
+    its end stop: the model's forecast crosses an end it never learned; 0 steps: off).
+    ``residual_units``: what a residual is measured in before calibration. ``"predicted"`` (the
+    default): the model's own expected error for that step, the variance head's scale read from the
+    latent the prediction came from (in training stds), so an error the model expects (a fast swing,
+    a regime it saw little of) weighs less than the same error where it is precise (balancing);
+    ``"training_std"``: the plain error in training stds, the same everywhere.
     """
 
     warmup_steps: int = 10
@@ -58,6 +61,8 @@ class DetectorConfig:
     horizon_window: int = 30
     limit_margin: float = 0.01
     limit_holdoff_steps: int = 60
+    limit_lead_steps: int = 30
+    limit_approach: float = 0.1
     residual_units: str = "predicted"
 
     @property
@@ -72,6 +77,14 @@ class DetectorConfig:
             )
         if not 0 <= self.limit_margin < 0.5:
             raise ValueError(f"DetectorConfig.limit_margin={self.limit_margin!r} must be in [0, 0.5)")
+        if not isinstance(self.limit_lead_steps, int) or self.limit_lead_steps < 0:
+            raise ValueError(
+                f"DetectorConfig.limit_lead_steps={self.limit_lead_steps!r} must be an integer >= 0"
+            )
+        if not self.limit_margin <= self.limit_approach < 0.5:
+            raise ValueError(
+                f"DetectorConfig.limit_approach={self.limit_approach!r} must be in [limit_margin, 0.5)"
+            )
         if not isinstance(self.limit_holdoff_steps, int) or self.limit_holdoff_steps < 0:
             raise ValueError(
                 f"DetectorConfig.limit_holdoff_steps={self.limit_holdoff_steps!r} must be an integer >= 0"

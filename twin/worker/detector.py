@@ -44,7 +44,11 @@ from the schema; a wrapped angle has none) is an envelope event, not a fault: th
 pauses there and for ``limit_holdoff_steps`` after (verdict reason :data:`AT_LIMIT`, then
 :data:`AFTER_LIMIT`), then starts its path statistics afresh. An end a sensor sits at for more
 than :data:`LIMIT_USUAL_SHARE` of the steps is its operating point, not an end stop, and stops
-pausing it.
+pausing it. A reading heading for an end it would reach within ``limit_lead_steps`` at its last
+step's rate, within ``limit_approach`` of the span from it, pauses the detector too (reason
+:data:`APPROACHING_LIMIT`, no contact): on long nominal cart-pole runs every false alarm left
+with a profile was the one-step evidence in the second before a cart at 7-10 m/s hit its end
+stop.
 
 A reference profile (:mod:`twin.worker.profile`) rescales each ratio to an alarm level checked
 on long nominal operation; without one, the thresholds are per-asset extrapolations.
@@ -93,6 +97,8 @@ STATISTICS = ("instant", "peak", "jump", "cusum", "ewma", "stuck", "horizon", "c
 AT_LIMIT = "at a range limit"
 """A verdict's reason while a reading is at its sensor's range limit (see :class:`Detector`)."""
 AFTER_LIMIT = "after a range limit"
+APPROACHING_LIMIT = "approaching a range limit"
+"""A verdict's reason while a reading heads fast for its range limit (no contact yet)."""
 
 
 @dataclass(slots=True)
@@ -236,6 +242,10 @@ class Detector:
             span = np.where(np.isfinite(high - low), high - low, 0.0)
             self.limit_low = low + config.limit_margin * span
             self.limit_high = high - config.limit_margin * span
+            self.approach = config.limit_approach * span
+            """(S,) how far from an end a reading heading for it may pause the detector."""
+        self.limit_prev: np.ndarray | None = None
+        """The previous reading, for the rate at which a reading approaches an end."""
         self.hold = 0
         """Steps left in the pause after a range limit."""
         n = len(self.sensors)
@@ -396,6 +406,20 @@ class Detector:
         spread = np.sqrt(long_run_variance(v2) / w)
         self.h_threshold = np.maximum(tails, v2.mean(axis=0) + cfg.ewma_sigmas * spread)
 
+    def approaching(self, reading: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """(S,) readings heading for an end stop (``stops`` (2, S): which ends count) that they
+        would reach within ``limit_lead_steps`` at the rate since the previous reading, from
+        within ``limit_approach`` of the span."""
+        prev, lead = self.limit_prev, self.config.limit_lead_steps
+        if prev is None or lead == 0 or self.limit_low is None or self.limit_high is None:
+            return np.zeros(len(reading), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            rate = np.where(np.isfinite(reading) & np.isfinite(prev), reading - prev, 0.0)
+            to_low, to_high = reading - self.limit_low, self.limit_high - reading
+            low = stops[0] & (rate < 0) & (to_low < self.approach) & (to_low <= -rate * lead)
+            high = stops[1] & (rate > 0) & (to_high < self.approach) & (to_high <= rate * lead)
+        return low | high
+
     def update(self, surprise: Surprise) -> Verdict:
         """Feed one step; the verdict says whether it is anomalous and which sensors contribute."""
         cfg = self.config
@@ -410,15 +434,19 @@ class Detector:
             ends = np.stack([reading <= self.limit_low, reading >= self.limit_high])
             self.limit_seen += 1
             self.limit_hits += ends
+            stops = np.ones_like(ends)
             if self.limit_seen >= LIMIT_MIN_SEEN:  # an end it usually sits at is no end stop
-                ends &= self.limit_hits <= LIMIT_USUAL_SHARE * self.limit_seen
+                stops = self.limit_hits <= LIMIT_USUAL_SHARE * self.limit_seen
+                ends &= stops
             at = ends.any(axis=0)
+            near = self.approaching(reading, stops)
+            self.limit_prev = reading.astype(np.float64, copy=True)
             # judged before the evidence: a contact is about the reading, so a skipped step or a
             # non-finite residual in the middle of one does not end it (one event per contact)
-            if at.any() or self.hold > 0:
+            if at.any() or near.any() or self.hold > 0:
                 # an end stop's impact is outside what the model learned, and not a fault: pause,
                 # and start the path statistics afresh after it
-                self.hold = cfg.limit_holdoff_steps if at.any() else self.hold - 1
+                self.hold = cfg.limit_holdoff_steps if at.any() or near.any() else self.hold - 1
                 if surprise.step is not None:
                     self.last_step = surprise.step
                 self.last_residual, self.last_obs = None, None
@@ -426,7 +454,12 @@ class Detector:
                 if self.armed:
                     self.reset_statistics()
                 hit = {n: 1.0 for n, a in zip(self.sensors, at, strict=True) if a}
-                return Verdict(0.0, False, hit, AT_LIMIT if hit else AFTER_LIMIT)
+                if hit:
+                    return Verdict(0.0, False, hit, AT_LIMIT)
+                if near.any():
+                    heading = {n: 1.0 for n, a in zip(self.sensors, near, strict=True) if a}
+                    return Verdict(0.0, False, heading, APPROACHING_LIMIT)
+                return Verdict(0.0, False, reason=AFTER_LIMIT)
         if not np.isfinite(evidence).all():
             self.last_obs = None  # the next reading's predecessor is not known either
             return Verdict(0.0, False, reason="non-finite evidence")
@@ -555,6 +588,7 @@ class Detector:
             "hold": self.hold,
             "limit_seen": self.limit_seen,
             "limit_hits": self.limit_hits.tolist(),
+            "limit_prev": None if self.limit_prev is None else self.limit_prev.tolist(),
         }
         if self.armed:
             assert self.scale is not None and self.centre is not None
@@ -623,6 +657,8 @@ class Detector:
         detector.limit_seen = int(data.get("limit_seen", 0))
         if data.get("limit_hits") is not None:
             detector.limit_hits = np.asarray(data["limit_hits"], dtype=int)
+        if data.get("limit_prev") is not None:
+            detector.limit_prev = np.asarray(data["limit_prev"], dtype=f64)
         if data.get("last_residual") is not None:
             detector.last_residual = np.asarray(data["last_residual"], dtype=f64)
         if "centre" in data:

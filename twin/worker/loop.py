@@ -22,7 +22,7 @@ import numpy as np
 from bridge import Action, Event, Observation, Prediction, Publisher, SensorSpec, StreamSchema, Subscriber
 from twin.worker.assets import Anomaly, AssetState, Pending
 from twin.worker.config import WorkerConfig
-from twin.worker.detector import AFTER_LIMIT, AT_LIMIT, Detector, Verdict
+from twin.worker.detector import AFTER_LIMIT, APPROACHING_LIMIT, AT_LIMIT, Detector, Verdict
 from twin.worker.inference import ModelAdapter
 from twin.worker.memory import memory_op
 from twin.worker.persistence import RowOp, WorkerWriter, event_op, f32, f64
@@ -480,7 +480,7 @@ class TwinWorker:
 
     def detect(self, asset: AssetState, verdict: Verdict) -> None:
         t = asset.last_step_t_ns
-        if verdict.reason in (AT_LIMIT, AFTER_LIMIT):  # the detector pauses: nothing to judge
+        if verdict.reason in (AT_LIMIT, AFTER_LIMIT, APPROACHING_LIMIT):  # the detector pauses
             if verdict.reason == AT_LIMIT and not asset.at_limit:
                 sensors = ",".join(verdict.contributions)
                 self.emit(

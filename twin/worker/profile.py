@@ -40,7 +40,8 @@ PROFILE_VERSION = 2
 """The detector's evidence a profile was fitted on. Bump it whenever a statistic's definition or
 per-asset calibration changes (a stored profile's scales would be another distribution's): a
 profile of another version is not used, and ``twin up`` refits it. 2: the ``consistency``
-statistic's relations checked only at R^2 >= 0.95, on centred features (2026-12-06)."""
+statistic's relations checked only at R^2 >= 0.95, on centred features, and the pause while a
+reading runs fast into its range's end (2026-12-06)."""
 EULER_GAMMA = 0.5772156649
 MIN_SCALE = 0.5
 """A profile may tighten a per-asset threshold, but not below half of it."""
