@@ -441,25 +441,23 @@ class Detector:
             at = ends.any(axis=0)
             near = self.approaching(reading, stops)
             self.limit_prev = reading.astype(np.float64, copy=True)
+            pausing = at if at.any() else near  # a contact, else a reading running into an end
             # judged before the evidence: a contact is about the reading, so a skipped step or a
             # non-finite residual in the middle of one does not end it (one event per contact)
-            if at.any() or near.any() or self.hold > 0:
+            if pausing.any() or self.hold > 0:
                 # an end stop's impact is outside what the model learned, and not a fault: pause,
                 # and start the path statistics afresh after it
-                self.hold = cfg.limit_holdoff_steps if at.any() or near.any() else self.hold - 1
+                self.hold = cfg.limit_holdoff_steps if pausing.any() else self.hold - 1
                 if surprise.step is not None:
                     self.last_step = surprise.step
                 self.last_residual, self.last_obs = None, None
                 self.run[:] = 0
                 if self.armed:
                     self.reset_statistics()
-                hit = {n: 1.0 for n, a in zip(self.sensors, at, strict=True) if a}
-                if hit:
-                    return Verdict(0.0, False, hit, AT_LIMIT)
-                if near.any():
-                    heading = {n: 1.0 for n, a in zip(self.sensors, near, strict=True) if a}
-                    return Verdict(0.0, False, heading, APPROACHING_LIMIT)
-                return Verdict(0.0, False, reason=AFTER_LIMIT)
+                if not pausing.any():
+                    return Verdict(0.0, False, reason=AFTER_LIMIT)
+                which = {n: 1.0 for n, a in zip(self.sensors, pausing, strict=True) if a}
+                return Verdict(0.0, False, which, AT_LIMIT if at.any() else APPROACHING_LIMIT)
         if not np.isfinite(evidence).all():
             self.last_obs = None  # the next reading's predecessor is not known either
             return Verdict(0.0, False, reason="non-finite evidence")

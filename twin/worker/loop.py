@@ -463,7 +463,8 @@ class TwinWorker:
                     try:
                         verdict = asset.detector.update(surprise)
                     except Exception as exc:  # one asset's detector must not stop the others
-                        log.exception("%s: the anomaly detector failed at step %d", asset.asset, asset.step)
+                        if (asset.asset, "detector_failed") not in self._reported:  # traceback once
+                            log.exception("%s: the detector failed at step %d", asset.asset, asset.step)
                         message = f"{asset.asset}: the anomaly detector failed: {exc!r}"
                         self.report(asset.asset, "detector_failed", message)
                 asset.z = forecast.z[i]
