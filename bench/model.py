@@ -34,7 +34,7 @@ from twin.model.presets import scene_model, scene_objective  # noqa: E402
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
-MODELS = ("jepa", "persistence", "const_velocity", "linear", "mlp", "gru")
+MODELS = ("jepa", "jepa_unblended", "persistence", "const_velocity", "linear", "mlp", "gru")
 HORIZONS = ("1", "10", "50")
 
 

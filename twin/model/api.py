@@ -133,12 +133,25 @@ class TwinModel:
         z = torch.as_tensor(latents, dtype=torch.float32)
         return self.features.values(self.model.read(z).numpy()), self.model.error_scale(z).numpy()
 
+    @torch.no_grad()
+    def read_forecast(self, z: np.ndarray, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A rollout read as a forecast: the latent it started from (D,) or (B, D) and its
+        latents (H, D) or (B, H, D) -> (values SI, error scale) shaped like ``latents`` less D,
+        through the model's horizon blend (:meth:`JepaWorldModel.read_forecast`)."""
+        single = np.ndim(z) == 1
+        z0 = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32)
+        zs = torch.as_tensor(latents, dtype=torch.float32)
+        zs = zs[None] if single else zs
+        values = self.features.values(self.model.read_forecast(z0, zs).numpy())
+        scale = self.model.error_scale(zs).numpy()
+        return (values[0], scale[0]) if single else (values, scale)
+
     def predict(self, z: np.ndarray, actions: np.ndarray) -> Forecast:
         """From a latent (D,) and actions (H, A) SI: the future with its bands (H <= horizon)."""
         if len(actions) > self.horizon:
             raise ValueError(f"bands are calibrated up to {self.horizon} steps, asked for {len(actions)}")
         latents = self.predict_latents(z, actions)
-        values, scale = self.read(latents)
+        values, scale = self.read_forecast(z, latents)
         half = self.bands.half_width(scale[None], self.features.std)[0]
         low, high = values - half, values + half
         return Forecast(values, low, high, latents, scale)

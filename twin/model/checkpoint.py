@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from bridge import ActuatorSpec, SensorSpec, StreamSchema
+from twin.model.blend import HorizonBlend
 from twin.model.calibration import ConformalBands
 from twin.model.data import FeatureMap
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
@@ -154,6 +155,8 @@ def load_checkpoint(path: Path | str, stream: StreamSchema | None = None) -> Che
     config = ModelConfig.from_dict(payload["config"]["model"])
     hidden = camera_only_columns(config, features, [s.name for s in schema.sensors])
     model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators), hidden)
+    if "blend.weights" in payload["state_dict"]:
+        model.blend = HorizonBlend(payload["state_dict"]["blend.weights"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return Checkpoint(

@@ -67,8 +67,9 @@ def predict_with_scale(
     values, scales = [], []
     for i in range(0, len(windows), 2048):
         frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
-        z = model.rollout(model.encode(windows.features[i : i + 2048, :h], frames), actions[i : i + 2048])
-        values.append(features.values(model.read(z).numpy()))
+        z0 = model.encode(windows.features[i : i + 2048, :h], frames)
+        z = model.rollout(z0, actions[i : i + 2048])
+        values.append(features.values(model.read_forecast(z0, z).numpy()))
         scales.append(model.error_scale(z).numpy())
     return np.concatenate(values), np.concatenate(scales)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from twin.model.blend import HorizonBlend
 from twin.model.data import FeatureMap
 from twin.model.encoders import ActionEncoder, CameraEncoder, FusedEncoder, SensorEncoder
 from twin.model.predictor import CONDITIONING, InverseDynamics, LatentPredictor, Readout
@@ -141,6 +142,9 @@ class JepaWorldModel(nn.Module):
         """Width of the learned part of z (the VICReg-regularised dimensions)."""
         self.z_dim = config.z_dim(readout.n_features)
         """Width of z: the learned part, then (``carry_observation``) the observed features."""
+        self.blend: HorizonBlend | None = None
+        """Per-horizon correction of forecasts read from rollouts (fitted after training on
+        held-out windows, :func:`~twin.model.blend.fit_blend`; None: forecasts as read)."""
 
     def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return self.encoder(features, frames)
@@ -162,12 +166,20 @@ class JepaWorldModel(nn.Module):
         """Inverse dynamics: (B, D), (B, D) -> the action (B, A) that led from one to the other."""
         return self.inverse(z, z_next)
 
+    def read_forecast(self, z: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """The forecast in features: ``z`` (B, D) the latent a rollout started from, ``latents``
+        (B, H, D) its rollout -> (B, H, F), through the horizon blend when the model has one.
+        Every forecast (evaluation, bands, ``TwinModel.predict``, the worker) reads here."""
+        predicted = self.read(latents)
+        return predicted if self.blend is None else self.blend(predicted, self.read(z))
+
     def forecast_features(
         self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
     ) -> torch.Tensor:
         """features (B, history, F), frames (B, 2, 3, 64, 64) or None, actions (B, H, A) ->
         predicted features (B, H, F)."""
-        return self.read(self.rollout(self.encode(features, frames), actions))
+        z = self.encode(features, frames)
+        return self.read_forecast(z, self.rollout(z, actions))
 
     def __repr__(self) -> str:
         counts = {name: sum(p.numel() for p in part.parameters()) for name, part in self.named_children()}

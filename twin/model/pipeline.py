@@ -25,6 +25,7 @@ from twin.model.baselines import (
     SensorGRU,
     SensorMLP,
 )
+from twin.model.blend import MIN_WINDOWS, fit_blend
 from twin.model.calibration import calibrate
 from twin.model.checkpoint import Checkpoint
 from twin.model.data import Dataset, FeatureMap, Splits, Windows, make_windows, split_episodes
@@ -53,6 +54,9 @@ class RunConfig:
     level: float = 0.9
     eval_stride: int = 3
     val_windows: int = 800
+    blend: bool = True
+    """Fit a horizon blend (:mod:`twin.model.blend`) on the validation episodes after training,
+    before the bands are calibrated (runs stored before it existed: False)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.level < 1:
@@ -72,6 +76,7 @@ class RunConfig:
             "level": self.level,
             "eval_stride": self.eval_stride,
             "val_windows": self.val_windows,
+            "blend": self.blend,
         }
 
     @classmethod
@@ -85,6 +90,7 @@ class RunConfig:
             level=d["level"],
             eval_stride=d["eval_stride"],
             val_windows=d.get("val_windows", 800),
+            blend=d.get("blend", False),
         )
 
 
@@ -140,6 +146,44 @@ def train_jepa(
     return model, trainer.fit()
 
 
+def fit_model_blend(model: JepaWorldModel, prepared: Prepared, config: RunConfig) -> dict[str, Any]:
+    """Fit ``model.blend`` on windows of the validation episodes (every ``eval_stride`` steps;
+    the network never fitted its weights on them) and say what it chose."""
+    f, h = prepared.features, config.model.history
+    windows = make_windows(
+        prepared.splits.val, f, h, EVAL_HORIZON, stride=config.eval_stride, frames=config.model.camera
+    )
+    model.blend = None
+    if len(windows) < MIN_WINDOWS:
+        log.warning(
+            "horizon blend not fitted: %d validation windows of %d steps, %d needed",
+            len(windows),
+            EVAL_HORIZON,
+            MIN_WINDOWS,
+        )
+        return {"windows": len(windows), "skipped": f"fewer than {MIN_WINDOWS} validation windows"}
+    model.eval()
+    predicted, present = [], []
+    with torch.no_grad():
+        for i in range(0, len(windows), 2048):
+            frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
+            z0 = model.encode(windows.features[i : i + 2048, :h], frames)
+            predicted.append(model.read(model.rollout(z0, windows.actions[i : i + 2048])).numpy())
+            present.append(model.read(z0).numpy())
+    blend, report = fit_blend(
+        np.concatenate(predicted), np.concatenate(present), windows.features[:, h:].numpy()
+    )
+    model.blend = blend
+    log.info(
+        "horizon blend: %d of %d features blended; validation MSE (2-fold) %.4f -> %.4f",
+        report["blended_features"],
+        f.n_features,
+        report["cv_mse_unblended"],
+        report["cv_mse_blended"],
+    )
+    return report
+
+
 def train_baselines(
     prepared: Prepared, config: RunConfig, seed: int, progress: bool = False
 ) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
@@ -182,9 +226,28 @@ def forecasters(
         "persistence": Persistence(history),
         "const_velocity": ConstantVelocity(history, features),
     }
+    if model.blend is not None:
+        out["jepa_unblended"] = NeuralForecaster(Unblended(model), features, history)
     for name, module in baselines.items():
         out[name] = NeuralForecaster(module, features, history)
     return out
+
+
+class Unblended:
+    """A JEPA's forecasts as its rollout reads them, without the horizon blend: the evaluation
+    row that shows what the blend buys."""
+
+    def __init__(self, model: JepaWorldModel) -> None:
+        self.model = model
+
+    def eval(self) -> Unblended:
+        self.model.eval()
+        return self
+
+    def forecast_features(
+        self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model.read(self.model.rollout(self.model.encode(features, frames), actions))
 
 
 def restore_baselines(
@@ -236,11 +299,14 @@ def run(
     )
     model, result = train_jepa(prepared, config, seed, logger, progress)
     jepa_seconds = result.seconds
+    blend_report = fit_model_blend(model, prepared, config) if config.blend else None
     error, scale = band_errors(model, prepared.features, prepared.calib, EVAL_HORIZON)
     bands = calibrate(error, scale, config.level)
     baselines, baseline_seconds = train_baselines(prepared, config, seed, progress)
     sensors = [s.name for s in data.schema.sensors]
     metrics = evaluate_all(model, baselines, prepared, bands, sensors, seed)
+    if blend_report is not None:
+        metrics["blend"] = blend_report
     metrics["train"] = {
         "train_s": round(jepa_seconds, 1),
         "baseline_train_s": {k: round(v, 1) for k, v in baseline_seconds.items()},

@@ -48,7 +48,8 @@ def model_timings(model: TwinModel, candidates: int = 1000, steps: int = 30, see
         net.rollout(z0.expand(candidates, -1), plans)
 
     def rollout_read() -> None:
-        net.read(net.rollout(z0.expand(candidates, -1), plans))
+        start = z0.expand(candidates, -1)
+        net.read_forecast(start, net.rollout(start, plans))
 
     return {
         "step_ms": round(_median_ms(one_step, 200), 4),

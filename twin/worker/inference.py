@@ -157,7 +157,8 @@ class ModelAdapter:
         actions[np.isnan(actions).any(axis=1)] = self._mid
         plan = np.repeat(actions[:, None, :], steps, axis=1)
         latents = self.model.predict_latents(z, plan)
-        values, scale = self.read_scaled(latents)
+        values, scale = self.model.read_forecast(z, latents)
+        scale = np.maximum(scale, MIN_ERROR_SCALE)
         half = self.model.bands.half_width(scale, self.std)
         return BatchForecast(
             z, actions, latents.astype(np.float32), values, values - half, values + half, scale

@@ -1,0 +1,116 @@
+"""The horizon blend: what its fit chooses, that it is saved, and that every forecast reads it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from modelutil import oscillator_data
+
+from twin.model.api import TwinModel
+from twin.model.blend import HorizonBlend, fit_blend
+from twin.model.checkpoint import load_checkpoint, save_checkpoint
+from twin.model.data import make_windows
+from twin.model.evaluate import predict_with_scale
+from twin.model.jepa import ModelConfig
+from twin.model.losses import ObjectiveConfig
+from twin.model.pipeline import EVAL_HORIZON, RunConfig, run
+from twin.model.train import TrainConfig
+
+
+def test_the_blend_leans_on_the_present_only_where_the_model_is_worse():
+    """Feature 0: the model predicts it well (the blend leaves it alone). Feature 1: it sits
+    still and the model's rollout drifts away (the blend takes the present). Feature 2: a
+    lost phase, the model's prediction no better than noise (the blend shrinks it to the
+    mean)."""
+    rng = np.random.default_rng(0)
+    n, h = 400, 6
+    truth0 = rng.normal(size=(n, h))
+    still = rng.normal(size=n)
+    truth2 = rng.normal(size=(n, h))
+    predicted = np.stack(
+        [
+            truth0 + 0.05 * rng.normal(size=(n, h)),
+            still[:, None] + np.linspace(0, 1, h) * rng.normal(size=(n, 1)),
+            rng.normal(size=(n, h)),
+        ],
+        axis=-1,
+    )
+    present = np.stack([rng.normal(size=n), still, rng.normal(size=n)], axis=-1)
+    observed = np.stack([truth0, np.repeat(still[:, None], h, axis=1), truth2], axis=-1)
+    blend, report = fit_blend(predicted, present, observed)
+    w = blend.weights.numpy()
+    assert report["pull"][0] is None  # left as the model predicts it
+    np.testing.assert_allclose(w[:, 0], np.tile([1.0, 0.0, 0.0], (h, 1)))
+    assert w[-1, 1, 1] > 0.9 and abs(w[-1, 1, 0]) < 0.1  # the present, not the drift
+    assert abs(w[-1, 2, 0]) < 0.2 and abs(w[-1, 2, 1]) < 0.2  # ~ the mean
+    assert report["blended_features"] == 2
+    assert report["cv_mse_blended"] < 0.7 * report["cv_mse_unblended"]
+    out = blend(torch.from_numpy(predicted).float(), torch.from_numpy(present).float()).numpy()
+    assert np.mean((out - observed) ** 2) < np.mean((predicted - observed) ** 2)
+
+
+def test_steps_beyond_the_fitted_horizon_use_its_last_row_and_bad_shapes_are_refused():
+    w = torch.zeros(3, 2, 3)
+    w[..., 0] = torch.tensor([1.0, 2.0, 3.0])[:, None]
+    blend = HorizonBlend(w)
+    out = blend(torch.ones(1, 5, 2), torch.zeros(1, 2))
+    assert out[0, :, 0].tolist() == [1.0, 2.0, 3.0, 3.0, 3.0]
+    with pytest.raises(ValueError, match=r"\(H, F, 3\)"):
+        HorizonBlend(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="at least"):
+        fit_blend(np.zeros((5, 2, 1)), np.zeros((5, 1)), np.zeros((5, 2, 1)))
+
+
+RUN = RunConfig(
+    model=ModelConfig(latent_dim=8, hidden=16, action_dim=4, history=3),
+    objective=ObjectiveConfig(rollout_steps=4),
+    train=TrainConfig(steps=30, batch=32, eval_every=15, warmup=5),
+    neural_baselines=False,
+    val_windows=50,
+)
+
+
+@pytest.fixture(scope="module")
+def blended():
+    torch.manual_seed(0)
+    return run(oscillator_data(episodes=20, steps=150), RUN, seed=3)
+
+
+def test_a_run_fits_the_blend_reports_it_and_scores_the_unblended_model_beside_it(blended):
+    assert blended.model.blend is not None
+    assert blended.model.blend.weights.shape == (EVAL_HORIZON, blended.features.n_features, 3)
+    report = blended.metrics["blend"]
+    assert report["windows"] >= 20 and len(report["pull"]) == blended.features.n_features
+    assert report["cv_mse_blended"] <= report["cv_mse_unblended"]
+    assert set(blended.metrics["nrmse"]) >= {"jepa", "jepa_unblended", "persistence", "linear"}
+    assert RunConfig.from_dict({**RUN.to_dict()}).blend is True
+    legacy = RUN.to_dict()
+    del legacy["blend"]
+    assert RunConfig.from_dict(legacy).blend is False  # runs stored before it: as they were
+
+
+def test_every_forecast_reads_the_blend_and_a_checkpoint_keeps_it(blended, tmp_path):
+    """TwinModel.predict, the evaluation's predict_with_scale and the worker's batched forecast
+    give the same values, which are the blended ones; a saved model gives them back."""
+    from twin.worker.inference import ModelAdapter
+
+    loaded = load_checkpoint(save_checkpoint(blended, tmp_path / "m.pt"))
+    assert torch.equal(loaded.model.blend.weights, blended.model.blend.weights)
+    data = oscillator_data(episodes=1, steps=80, seed=9)
+    windows = make_windows(data, blended.features, 3, 20)
+    obs_window, actions = windows.obs[0, :3], data.episodes[0].actions[2:22]
+    twin = TwinModel(loaded)
+    api = twin.forecast(obs_window, actions).values
+    evaluated, _ = predict_with_scale(loaded.model, loaded.features, windows.take([0]), 20)
+    np.testing.assert_allclose(api, evaluated[0], rtol=1e-5, atol=1e-6)
+    unblended = twin.read(twin.predict_latents(twin.encode(obs_window), actions))[0]
+    assert not np.allclose(api, unblended, atol=1e-4)  # the blend changed the forecast
+    assert np.array_equal(TwinModel(blended).forecast(obs_window, actions).values, api)
+    held = np.full((1, 1), actions[0, 0])
+    worker = ModelAdapter(twin, "osc").forecast(obs_window[None], None, held, 20)
+    constant = twin.forecast(obs_window, np.repeat(actions[:1], 20, axis=0)).values
+    np.testing.assert_allclose(worker.values[0], constant, rtol=1e-4, atol=1e-5)
+    assert math.isfinite(float(worker.high.max()))
