@@ -113,4 +113,8 @@ def test_every_forecast_reads_the_blend_and_a_checkpoint_keeps_it(blended, tmp_p
     worker = ModelAdapter(twin, "osc").forecast(obs_window[None], None, held, 20)
     constant = twin.forecast(obs_window, np.repeat(actions[:1], 20, axis=0)).values
     np.testing.assert_allclose(worker.values[0], constant, rtol=1e-4, atol=1e-5)
+    # the detector's one-step evidence is the model's own prediction, before the blend
+    z = twin.encode(obs_window)
+    own = twin.read(twin.predict_latents(z, np.repeat(actions[:1], 1, axis=0)))[0][0]
+    np.testing.assert_allclose(worker.next_values[0], own, rtol=1e-4, atol=1e-5)
     assert math.isfinite(float(worker.high.max()))

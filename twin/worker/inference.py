@@ -35,7 +35,10 @@ MIN_ERROR_SCALE = 1e-6
 class BatchForecast:
     """For B assets: ``z`` (B, D) latents of the current windows, ``actions`` (B, A) SI held,
     and t+1..t+H: ``latents`` (B, H, D), ``values``/``low``/``high`` (B, H, S) SI, ``scale``
-    (B, H, S) the error the model expects, in training stds (its variance head)."""
+    (B, H, S) the error the model expects, in training stds (its variance head). ``next_values``
+    (B, S) SI: the model's own one-step prediction, read from its first predicted latent without
+    the horizon blend that ``values`` has: the detector's evidence (its profile and its
+    benchmark are of the model's dynamics)."""
 
     z: np.ndarray
     actions: np.ndarray
@@ -44,6 +47,7 @@ class BatchForecast:
     low: np.ndarray
     high: np.ndarray
     scale: np.ndarray
+    next_values: np.ndarray
 
 
 def range_limits(
@@ -160,8 +164,9 @@ class ModelAdapter:
         values, scale = self.model.read_forecast(z, latents)
         scale = np.maximum(scale, MIN_ERROR_SCALE)
         half = self.model.bands.half_width(scale, self.std)
+        own = values[:, 0] if self.model.model.blend is None else self.read(latents[:, 0])
         return BatchForecast(
-            z, actions, latents.astype(np.float32), values, values - half, values + half, scale
+            z, actions, latents.astype(np.float32), values, values - half, values + half, scale, own
         )
 
     def rollout_read(self, z: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

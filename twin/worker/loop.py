@@ -470,7 +470,7 @@ class TwinWorker:
                 asset.z = forecast.z[i]
                 asset.action = forecast.actions[i]
                 asset.predicted_z = forecast.latents[i, 0]
-                asset.predicted_values = forecast.values[i, 0]
+                asset.predicted_values = forecast.next_values[i]
                 asset.predicted_scale = forecast.scale[i, 0]
                 if verdict is not None:
                     asset.last_surprise = verdict.score

@@ -85,7 +85,7 @@ def replay_evidence(
                 applied[:, t - 1] = forecast.actions
         zs[:, t] = forecast.z
         z_prev = forecast.z
-        predicted_values, predicted_z = forecast.values[:, 0], forecast.latents[:, 0]
+        predicted_values, predicted_z = forecast.next_values, forecast.latents[:, 0]
         predicted_scale = forecast.scale[:, 0]
     if held is not None:
         applied = np.asarray(held, dtype=np.float64)
