@@ -11,12 +11,15 @@ still) and shrink toward the mean where a phase is lost (the rotor's aliased vib
 steps), while leaving features the model predicts well at ``(a, b, c) = (1, 0, 0)``.
 
 The weights are fitted after training on held-out windows (the validation episodes, never used to
-fit the network's weights) by ridge least squares pulled toward ``(1, 0, 0)``: per feature, the
-pull is chosen among :data:`PULLS` by two-fold cross-validation (first and second half of the
-windows, which are ordered by episode), ``inf`` meaning "no blend" for that feature, so a
-feature is only blended where it measurably helps on windows it was not fitted on. Conformal
-bands are calibrated on their own episodes after it, so they cover the blended forecast.
-Features in normalised units; shapes in docstrings.
+fit the network's weights) by ridge least squares on centred data: ``(a, b)`` pulled toward
+``(1, 0)``, ``c`` from the means. The pull is chosen per ``(h, f)`` among :data:`PULLS` by
+two-fold cross-validation (first and second half of the windows, which are ordered by episode),
+``inf`` meaning "no blend" there, so a cell is only blended where that measurably helped on
+windows it was not fitted on. A feature the held-out windows barely saw move at a horizon
+(variance below :data:`MIN_VARIANCE` of its training variance: a cube that never left the table
+in them) is not blended there: nothing says how it behaves when it does. Conformal bands are
+calibrated on their own episodes after it, so they cover the blended forecast. Features in
+normalised units; shapes in docstrings.
 """
 
 from __future__ import annotations
@@ -65,20 +68,31 @@ class HorizonBlend(nn.Module):
         return w[..., 0] * predicted + w[..., 1] * present[:, None] + w[..., 2]
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray, n: int, pull: float) -> np.ndarray:
-    """Ridge solutions toward (1, 0, 0): gram (H, F, 3, 3), rhs (H, F, 3) -> (H, F, 3)."""
-    prior = np.array([1.0, 0.0, 0.0])
-    if math.isinf(pull):
-        return np.broadcast_to(prior, rhs.shape).copy()
-    eye = np.eye(3) * pull * n
-    return np.linalg.solve(gram + eye, (rhs + pull * n * prior)[..., None])[..., 0]
+MIN_VARIANCE = 0.01
+"""Held-out variance (of the observed feature h steps ahead, in training variances) below which
+a cell is left unblended."""
 
 
-def _moments(predicted: np.ndarray, present: np.ndarray, observed: np.ndarray):
-    """X^T X (H, F, 3, 3) and X^T y (H, F, 3) of the design [predicted, present, 1]."""
+def _solve(predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pull: float) -> np.ndarray:
+    """Ridge weights (H, F, 3) toward no blend, from windows (N, H, F), (N, F), (N, H, F):
+    ``(a, b)`` on the centred columns pulled toward (1, 0) with strength ``pull * N``, ``c`` so
+    the means match. ``pull`` inf: no blend."""
     n, h, f = predicted.shape
-    x = np.stack([predicted, np.broadcast_to(present[:, None], (n, h, f)), np.ones((n, h, f))], axis=-1)
-    return np.einsum("nhfi,nhfj->hfij", x, x), np.einsum("nhfi,nhf->hfi", x, observed)
+    weights = np.zeros((h, f, 3))
+    weights[..., 0] = 1.0
+    if math.isinf(pull):
+        return weights
+    now = np.broadcast_to(present[:, None], predicted.shape)
+    mean_p, mean_l, mean_y = predicted.mean(0), now.mean(0), observed.mean(0)
+    p, q, y = predicted - mean_p, now - mean_l, observed - mean_y
+    gram = np.empty((h, f, 2, 2))
+    gram[..., 0, 0], gram[..., 1, 1] = (p * p).sum(0), (q * q).sum(0)
+    gram[..., 0, 1] = gram[..., 1, 0] = (p * q).sum(0)
+    rhs = np.stack([(p * y).sum(0), (q * y).sum(0)], axis=-1) + pull * n * np.array([1.0, 0.0])
+    ab = np.linalg.solve(gram + pull * n * np.eye(2), rhs[..., None])[..., 0]
+    weights[..., :2] = ab
+    weights[..., 2] = mean_y - ab[..., 0] * mean_p - ab[..., 1] * mean_l
+    return weights
 
 
 def _apply(w: np.ndarray, predicted: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -91,41 +105,43 @@ def fit_blend(
     """Fit a :class:`HorizonBlend` on held-out windows.
 
     ``predicted`` (N, H, F): the model's features read from its rollout; ``present`` (N, F): read
-    from the starting latent; ``observed`` (N, H, F): the observed features. Returns the blend and
-    a report: the pull chosen per feature, the features blended, and the cross-validated mean
-    squared error (normalised units) without and with the blend."""
+    from the starting latent; ``observed`` (N, H, F): the observed features. ``pulls`` must end
+    with ``inf`` (no blend). Returns the blend and a report: the cells and features blended, the
+    pull chosen per feature at horizons 1, 10 and 50 (None: not blended), and the
+    cross-validated mean squared error (normalised units) without and with the blend."""
     predicted, present, observed = (np.asarray(a, dtype=np.float64) for a in (predicted, present, observed))
-    n = len(predicted)
+    n, h, f = predicted.shape
     if n < MIN_WINDOWS:
         raise ValueError(f"fit_blend needs at least {MIN_WINDOWS} windows, got {n}")
+    if not math.isinf(pulls[-1]):
+        raise ValueError("fit_blend: the last pull must be inf (no blend)")
     half = n // 2
     folds = ((slice(0, half), slice(half, n)), (slice(half, n), slice(0, half)))
-    cv = np.zeros((len(pulls), predicted.shape[2]))  # squared error per pull and feature
+    cv = np.zeros((len(pulls), h, f))  # squared error per pull and (horizon, feature)
     for fit_rows, score_rows in folds:
-        gram, rhs = _moments(predicted[fit_rows], present[fit_rows], observed[fit_rows])
         for k, pull in enumerate(pulls):
-            w = _solve(gram, rhs, len(predicted[fit_rows]), pull)
+            w = _solve(predicted[fit_rows], present[fit_rows], observed[fit_rows], pull)
             error = _apply(w, predicted[score_rows], present[score_rows]) - observed[score_rows]
-            cv[k] += (error**2).sum(axis=(0, 1))
-    choice = cv.argmin(axis=0)  # ties: the weaker pull listed first wins only if strictly better
-    identity = len(pulls) - 1 if math.isinf(pulls[-1]) else None
-    if identity is not None:
-        same = np.isclose(cv[choice, np.arange(cv.shape[1])], cv[identity])
-        choice[same] = identity
-    gram, rhs = _moments(predicted, present, observed)
-    weights = np.empty_like(rhs)
+            cv[k] += (error**2).sum(axis=0)
+    none = len(pulls) - 1
+    choice = cv.argmin(axis=0)
+    choice[np.isclose(cv.min(axis=0), cv[none])] = none  # a tie is no reason to blend
+    choice[observed.var(axis=0) < MIN_VARIANCE] = none
+    weights = np.empty((h, f, 3))
     for k, pull in enumerate(pulls):
         chosen = choice == k
         if chosen.any():
-            weights[:, chosen] = _solve(gram[:, chosen], rhs[:, chosen], n, pull)
-    count = n * predicted.shape[1]
+            weights[chosen] = _solve(predicted, present, observed, pull)[chosen]
+    picked = np.take_along_axis(cv, choice[None], axis=0)[0]
     report: dict[str, object] = {
         "windows": n,
-        "pull": [pulls[k] if math.isfinite(pulls[k]) else None for k in choice],
-        "blended_features": int((choice != identity).sum()) if identity is not None else len(choice),
-        "cv_mse_unblended": round(float(cv[identity].sum() / count / cv.shape[1]), 6)
-        if identity is not None
-        else None,
-        "cv_mse_blended": round(float(cv[choice, np.arange(cv.shape[1])].sum() / count / cv.shape[1]), 6),
+        "blended_cells": int((choice != none).sum()),
+        "blended_features": int((choice != none).any(axis=0).sum()),
+        "pull_h1_h10_h50": [
+            [pulls[choice[s, j]] if choice[s, j] != none else None for s in (0, 9, 49) if s < h]
+            for j in range(f)
+        ],
+        "cv_mse_unblended": round(float(cv[none].sum() / (n * h * f)), 6),
+        "cv_mse_blended": round(float(picked.sum() / (n * h * f)), 6),
     }
     return HorizonBlend(torch.from_numpy(weights)), report
