@@ -35,6 +35,10 @@ from sim.scenes.base import BaseScene
 
 TABLE_TOP_M = 0.625
 CUBE_HOME = ((0.55, -0.15), (0.6, 0.1), (0.45, 0.25))
+CUBE_COLOURS = ((0.15, 0.7, 0.15, 1.0), (0.8, 0.1, 0.8, 1.0), (1.0, 1.0, 1.0, 1.0))
+"""Green, magenta, white: which cube is which shows in one frame. Three identical cubes could
+only be told apart by where they were, which a camera reading of one moment does not know once
+the arm has pushed them about (docs/model.md, "The arm's camera")."""
 EE_LINK = 6
 PHASE_S = 1.5
 QUAT = ("qx", "qy", "qz", "qw")
@@ -76,6 +80,7 @@ class ArmScene(BaseScene):
         self.cubes = []
         for k, (x, y) in enumerate(CUBE_HOME):
             cube = c.loadURDF(os.path.join(data, "cube_small.urdf"), basePosition=self._at(x, y, 0.025))
+            c.changeVisualShape(cube, -1, rgbaColor=CUBE_COLOURS[k])
             self.cubes.append(cube)
             self.links[f"cube{k}"] = (cube, -1)
         self.joint_names = list(self.joints)

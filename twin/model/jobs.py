@@ -37,10 +37,16 @@ log = logging.getLogger(__name__)
 
 
 def code_version() -> str:
-    """Hash of the model package's sources: "trained by the same code"."""
+    """Hash of the model package's sources and of the simulator's scenes and camera, which make
+    the generated data: "trained by the same code on the same kind of data"."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.read_bytes())
+    import sim as simulator
+
+    sim = Path(simulator.__file__).parent
+    paths = [*Path(__file__).parent.glob("*.py"), *(sim / "scenes").glob("*.py"), sim / "camera.py"]
+    for path in sorted(paths):
+        if path.is_file():
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
