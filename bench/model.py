@@ -383,7 +383,9 @@ def main(argv: list[str] | None = None) -> None:
         print_table(name, record)
         scenes[name] = record
     if "arm-camera" in scenes and "arm" in scenes:
-        scenes["arm"]["camera_probe_r2_h10"] = scenes["arm-camera"]["camera_probe_r2_h10"]
+        for key, value in scenes["arm-camera"].items():
+            if key.startswith("camera_probe"):
+                scenes["arm"][key] = value
     from twin.model.api import TwinModel
     from twin.model.speed import timings
 
