@@ -9,6 +9,19 @@ import numpy as np
 
 from bridge import ActuatorSpec, SensorSpec, StreamSchema
 from twin.model.data import Dataset, Episode
+from twin.model.jepa import ModelConfig
+from twin.model.losses import ObjectiveConfig
+from twin.model.pipeline import RunConfig
+from twin.model.train import TrainConfig
+
+TINY_RUN = RunConfig(
+    model=ModelConfig(latent_dim=8, hidden=16, action_dim=4, history=3),
+    objective=ObjectiveConfig(rollout_steps=4),
+    train=TrainConfig(steps=30, batch=32, eval_every=15, warmup=5),
+    neural_baselines=False,
+    val_windows=50,
+)
+"""A run of a few seconds on :func:`oscillator_data` (no neural baselines)."""
 
 
 def oscillator_schema(asset: str = "osc-0") -> StreamSchema:

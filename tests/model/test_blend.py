@@ -7,17 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from modelutil import oscillator_data
+from modelutil import TINY_RUN, oscillator_data
 
 from twin.model.api import TwinModel
 from twin.model.blend import HorizonBlend, fit_blend
 from twin.model.checkpoint import load_checkpoint, save_checkpoint
 from twin.model.data import make_windows
 from twin.model.evaluate import predict_with_scale
-from twin.model.jepa import ModelConfig
-from twin.model.losses import ObjectiveConfig
 from twin.model.pipeline import EVAL_HORIZON, RunConfig, run
-from twin.model.train import TrainConfig
 
 
 def test_the_blend_leans_on_the_present_only_where_the_model_is_worse():
@@ -80,13 +77,7 @@ def test_steps_beyond_the_fitted_horizon_use_its_last_row_and_bad_shapes_are_ref
         fit_blend(np.zeros((30, 2, 1)), np.zeros((30, 1)), np.zeros((30, 2, 1)), pulls=(0.1, 1.0))
 
 
-RUN = RunConfig(
-    model=ModelConfig(latent_dim=8, hidden=16, action_dim=4, history=3),
-    objective=ObjectiveConfig(rollout_steps=4),
-    train=TrainConfig(steps=30, batch=32, eval_every=15, warmup=5),
-    neural_baselines=False,
-    val_windows=50,
-)
+RUN = TINY_RUN
 
 
 @pytest.fixture(scope="module")

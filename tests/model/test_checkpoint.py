@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from modelutil import oscillator_data, oscillator_schema
+from modelutil import TINY_RUN, oscillator_data, oscillator_schema
 
 from bridge import ActuatorSpec
 from twin.model.api import TwinModel
@@ -20,18 +20,10 @@ from twin.model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from twin.model.jepa import ModelConfig
-from twin.model.losses import ObjectiveConfig
-from twin.model.pipeline import RunConfig, run
+from twin.model.pipeline import run
 from twin.model.train import TrainConfig
 
-TINY = RunConfig(
-    model=ModelConfig(latent_dim=8, hidden=16, action_dim=4, history=3),
-    objective=ObjectiveConfig(rollout_steps=4),
-    train=TrainConfig(steps=30, batch=32, eval_every=15, warmup=5),
-    neural_baselines=False,
-    val_windows=50,
-)
+TINY = TINY_RUN
 
 
 @pytest.fixture(scope="module")
