@@ -44,7 +44,7 @@ def test_the_blend_leans_on_the_present_only_where_the_model_is_worse():
     assert w[-1, 1, 1] > 0.9 and abs(w[-1, 1, 0]) < 0.1  # the present, not the drift
     assert abs(w[-1, 2, 0]) < 0.2 and abs(w[-1, 2, 1]) < 0.2  # ~ the mean
     assert report["blended_features"] >= 2 and report["blended_cells"] < 3 * h
-    assert report["cv_mse_blended"] < 0.7 * report["cv_mse_unblended"]
+    assert report["cv_mse_selected"] < 0.7 * report["cv_mse_unblended"]
     out = blend(torch.from_numpy(predicted).float(), torch.from_numpy(present).float()).numpy()
     assert np.mean((out - observed) ** 2) < np.mean((predicted - observed) ** 2)
 
@@ -91,7 +91,7 @@ def test_a_run_fits_the_blend_reports_it_and_scores_the_unblended_model_beside_i
     assert blended.model.blend.weights.shape == (EVAL_HORIZON, blended.features.n_features, 3)
     report = blended.metrics["blend"]
     assert report["windows"] >= 20 and len(report["pull_h1_h10_h50"]) == blended.features.n_features
-    assert report["cv_mse_blended"] <= report["cv_mse_unblended"]
+    assert report["cv_mse_selected"] <= report["cv_mse_unblended"]
     assert set(blended.metrics["nrmse"]) >= {"jepa", "jepa_unblended", "persistence", "linear"}
     assert RunConfig.from_dict({**RUN.to_dict()}).blend is True
     legacy = RUN.to_dict()
@@ -106,6 +106,11 @@ def test_every_forecast_reads_the_blend_and_a_checkpoint_keeps_it(blended, tmp_p
 
     loaded = load_checkpoint(save_checkpoint(blended, tmp_path / "m.pt"))
     assert torch.equal(loaded.model.blend.weights, blended.model.blend.weights)
+    assert np.array_equal(
+        TwinModel(loaded).forecast(np.zeros((3, 3)), np.zeros((5, 1))).values,
+        TwinModel(blended).forecast(np.zeros((3, 3)), np.zeros((5, 1))).values,
+    )
+    loaded.model.blend.weights[..., 2] += 0.5  # a blend that moves every cell, so a bypass shows
     data = oscillator_data(episodes=1, steps=80, seed=9)
     windows = make_windows(data, blended.features, 3, 20)
     obs_window, actions = windows.obs[0, :3], data.episodes[0].actions[2:22]
@@ -115,7 +120,6 @@ def test_every_forecast_reads_the_blend_and_a_checkpoint_keeps_it(blended, tmp_p
     np.testing.assert_allclose(api, evaluated[0], rtol=1e-5, atol=1e-6)
     unblended = twin.read(twin.predict_latents(twin.encode(obs_window), actions))[0]
     assert not np.allclose(api, unblended, atol=1e-4)  # the blend changed the forecast
-    assert np.array_equal(TwinModel(blended).forecast(obs_window, actions).values, api)
     held = np.full((1, 1), actions[0, 0])
     worker = ModelAdapter(twin, "osc").forecast(obs_window[None], None, held, 20)
     constant = twin.forecast(obs_window, np.repeat(actions[:1], 20, axis=0)).values
@@ -124,4 +128,19 @@ def test_every_forecast_reads_the_blend_and_a_checkpoint_keeps_it(blended, tmp_p
     z = twin.encode(obs_window)
     own = twin.read(twin.predict_latents(z, np.repeat(actions[:1], 1, axis=0)))[0][0]
     np.testing.assert_allclose(worker.next_values[0], own, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(worker.next_values[0], worker.values[0, 0], atol=1e-3)
     assert math.isfinite(float(worker.high.max()))
+
+
+def test_a_fine_tuned_copy_keeps_the_inherited_blend_only_if_it_still_helps(blended):
+    import copy
+
+    from twin.worker.adapt import _keep_blend
+
+    data = oscillator_data(episodes=3, steps=80, seed=11)
+    held = {"osc": make_windows(data, blended.features, 3, 10)}
+    model = copy.deepcopy(blended.model)
+    assert _keep_blend(model, blended, held, 10) is True and model.blend is not None  # its own fit
+    model.blend.weights[..., 2] += 3.0  # fitted to some other network's bias
+    assert _keep_blend(model, blended, held, 10) is False and model.blend is None
+    assert _keep_blend(model, blended, held, 10) is None  # none to keep

@@ -13,7 +13,7 @@ steps), while leaving features the model predicts well at ``(a, b, c) = (1, 0, 0
 The weights are fitted after training on held-out windows (the validation episodes, never used to
 fit the network's weights) by ridge least squares on centred data: ``(a, b)`` pulled toward
 ``(1, 0)``, ``c`` from the means. The pull is chosen per ``(h, f)`` among :data:`PULLS` by
-two-fold cross-validation (first and second half of the windows, which are ordered by episode),
+two-fold cross-validation (windows of one half of the episodes against the other's),
 ``inf`` meaning "no blend" there, so a cell is only blended where that measurably helped on
 windows it was not fitted on. A feature the held-out windows barely saw move at a horizon
 (variance below :data:`MIN_VARIANCE` of its training variance: a cube that never left the table
@@ -33,8 +33,8 @@ from torch import nn
 __all__ = ["MIN_WINDOWS", "PULLS", "HorizonBlend", "fit_blend"]
 
 PULLS = (1e-3, 1e-2, 1e-1, 1.0, math.inf)
-"""Ridge strengths toward ``(1, 0, 0)`` tried per feature, relative to the windows' count
-(features have unit training variance, so a pull of 1 weighs as much as the data)."""
+"""Ridge strengths toward no blend tried per cell, relative to the windows' count times the
+feature's training variance (a pull of 1 weighs as much as data of the training spread)."""
 
 MIN_WINDOWS = 20
 """Fewer held-out windows than this fit no blend (two folds of ten are already a thin check)."""
@@ -63,7 +63,7 @@ class HorizonBlend(nn.Module):
     def forward(self, predicted: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """predicted (B, H', F) read from a rollout, present (B, F) -> blended (B, H', F)."""
         steps = predicted.shape[1]
-        rows = torch.arange(steps).clamp(max=self.horizon - 1)
+        rows = torch.arange(steps, device=self.weights.device).clamp(max=self.horizon - 1)
         w = self.weights[rows]  # (H', F, 3)
         return w[..., 0] * predicted + w[..., 1] * present[:, None] + w[..., 2]
 
@@ -73,10 +73,13 @@ MIN_VARIANCE = 0.01
 a cell is left unblended."""
 
 
-def _solve(predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pull: float) -> np.ndarray:
+def _solve(
+    predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pull: float, variance: np.ndarray
+) -> np.ndarray:
     """Ridge weights (H, F, 3) toward no blend, from windows (N, H, F), (N, F), (N, H, F):
-    ``(a, b)`` on the centred columns pulled toward (1, 0) with strength ``pull * N``, ``c`` so
-    the means match. ``pull`` inf: no blend."""
+    ``(a, b)`` on the centred columns pulled toward (1, 0) with strength ``pull * N *
+    variance[f]`` (the feature's training variance), ``c`` so the means match. ``pull`` inf: no
+    blend."""
     n, h, f = predicted.shape
     weights = np.zeros((h, f, 3))
     weights[..., 0] = 1.0
@@ -88,8 +91,9 @@ def _solve(predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pul
     gram = np.empty((h, f, 2, 2))
     gram[..., 0, 0], gram[..., 1, 1] = (p * p).sum(0), (q * q).sum(0)
     gram[..., 0, 1] = gram[..., 1, 0] = (p * q).sum(0)
-    rhs = np.stack([(p * y).sum(0), (q * y).sum(0)], axis=-1) + pull * n * np.array([1.0, 0.0])
-    ab = np.linalg.solve(gram + pull * n * np.eye(2), rhs[..., None])[..., 0]
+    strength = (pull * n * variance)[None, :, None]  # (1, F, 1)
+    rhs = np.stack([(p * y).sum(0), (q * y).sum(0)], axis=-1) + strength * np.array([1.0, 0.0])
+    ab = np.linalg.solve(gram + strength[..., None] * np.eye(2), rhs[..., None])[..., 0]
     weights[..., :2] = ab
     weights[..., 2] = mean_y - ab[..., 0] * mean_p - ab[..., 1] * mean_l
     return weights
@@ -100,38 +104,50 @@ def _apply(w: np.ndarray, predicted: np.ndarray, present: np.ndarray) -> np.ndar
 
 
 def fit_blend(
-    predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pulls: tuple[float, ...] = PULLS
+    predicted: np.ndarray,
+    present: np.ndarray,
+    observed: np.ndarray,
+    pulls: tuple[float, ...] = PULLS,
+    variance: np.ndarray | None = None,
+    split: int | None = None,
 ) -> tuple[HorizonBlend, dict[str, object]]:
     """Fit a :class:`HorizonBlend` on held-out windows.
 
     ``predicted`` (N, H, F): the model's features read from its rollout; ``present`` (N, F): read
     from the starting latent; ``observed`` (N, H, F): the observed features. ``pulls`` must end
-    with ``inf`` (no blend). Returns the blend and a report: the cells and features blended, the
+    with ``inf`` (no blend). ``variance`` (F,): each feature's training variance (default 1:
+    normalised features; an angle's sin and cos have less). ``split``: where the second fold
+    starts (windows before it from other episodes than those after; default N // 2).
+    Returns the blend and a report: the cells and features blended, the
     pull chosen per feature at horizons 1, 10 and 50 (None: not blended), and the
-    cross-validated mean squared error (normalised units) without and with the blend."""
+    cross-validated mean squared error (normalised units) without the blend and with the pulls
+    it selected (a selection score: the same folds chose them)."""
     predicted, present, observed = (np.asarray(a, dtype=np.float64) for a in (predicted, present, observed))
     n, h, f = predicted.shape
     if n < MIN_WINDOWS:
         raise ValueError(f"fit_blend needs at least {MIN_WINDOWS} windows, got {n}")
     if not math.isinf(pulls[-1]):
         raise ValueError("fit_blend: the last pull must be inf (no blend)")
-    half = n // 2
+    variance = np.ones(f) if variance is None else np.maximum(np.asarray(variance, dtype=np.float64), 1e-12)
+    half = n // 2 if split is None else int(split)
+    if not 0 < half < n:
+        raise ValueError(f"fit_blend: split={split!r} must leave windows on both sides of {n}")
     folds = ((slice(0, half), slice(half, n)), (slice(half, n), slice(0, half)))
     cv = np.zeros((len(pulls), h, f))  # squared error per pull and (horizon, feature)
     for fit_rows, score_rows in folds:
         for k, pull in enumerate(pulls):
-            w = _solve(predicted[fit_rows], present[fit_rows], observed[fit_rows], pull)
+            w = _solve(predicted[fit_rows], present[fit_rows], observed[fit_rows], pull, variance)
             error = _apply(w, predicted[score_rows], present[score_rows]) - observed[score_rows]
             cv[k] += (error**2).sum(axis=0)
     none = len(pulls) - 1
     choice = cv.argmin(axis=0)
     choice[np.isclose(cv.min(axis=0), cv[none])] = none  # a tie is no reason to blend
-    choice[observed.var(axis=0) < MIN_VARIANCE] = none
+    choice[observed.var(axis=0) < MIN_VARIANCE * variance] = none
     weights = np.empty((h, f, 3))
     for k, pull in enumerate(pulls):
         chosen = choice == k
         if chosen.any():
-            weights[chosen] = _solve(predicted, present, observed, pull)[chosen]
+            weights[chosen] = _solve(predicted, present, observed, pull, variance)[chosen]
     picked = np.take_along_axis(cv, choice[None], axis=0)[0]
     report: dict[str, object] = {
         "windows": n,
@@ -142,6 +158,6 @@ def fit_blend(
             for j in range(f)
         ],
         "cv_mse_unblended": round(float(cv[none].sum() / (n * h * f)), 6),
-        "cv_mse_blended": round(float(picked.sum() / (n * h * f)), 6),
+        "cv_mse_selected": round(float(picked.sum() / (n * h * f)), 6),
     }
     return HorizonBlend(torch.from_numpy(weights)), report

@@ -74,6 +74,23 @@ def predict_with_scale(
     return np.concatenate(values), np.concatenate(scales)
 
 
+class Unblended:
+    """A JEPA's forecasts as its rollout reads them, without the horizon blend: the evaluation
+    row that shows what the blend buys."""
+
+    def __init__(self, model: JepaWorldModel) -> None:
+        self.model = model
+
+    def eval(self) -> Unblended:
+        self.model.eval()
+        return self
+
+    def forecast_features(
+        self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
+    ) -> torch.Tensor:
+        return self.model.read(self.model.rollout(self.model.encode(features, frames), actions))
+
+
 def band_errors(model: JepaWorldModel, features: FeatureMap, windows: Windows, horizon: int):
     """(normalised errors (N, H, S), scales (N, H, S)) for calibration or coverage."""
     predicted, scale = predict_with_scale(model, features, windows, horizon)
@@ -93,21 +110,26 @@ def diagnostics(
     horizon = max(horizons)
     error, scale = band_errors(model, features, windows, horizon)
     coverage = bands.coverage(error, scale)
-    forecaster = NeuralForecaster(model, features, model.history)
     generator = torch.Generator().manual_seed(seed)
     shuffled = windows.actions[torch.randperm(len(windows), generator=generator)][:, :horizon]
     h10 = min(10, horizon)
     observed = observed_future(windows, model.history, h10)
-    normal = nrmse_table(forecaster.forecast(windows, h10), observed, features)[h10 - 1].mean()
-    permuted = nrmse_table(forecaster.forecast(windows, h10, shuffled[:, :h10]), observed, features)[
-        h10 - 1
-    ].mean()
+
+    def shuffled_ratio(forecaster: NeuralForecaster) -> float:
+        normal = nrmse_table(forecaster.forecast(windows, h10), observed, features)[h10 - 1].mean()
+        permuted = nrmse_table(forecaster.forecast(windows, h10, shuffled[:, :h10]), observed, features)
+        return round(float(permuted[h10 - 1].mean() / normal), 3)
+
+    ratios = {"shuffled_action_ratio_h10": shuffled_ratio(NeuralForecaster(model, features, model.history))}
+    if model.blend is not None:  # the network's own, without the blend's pull toward the present
+        unblended = NeuralForecaster(Unblended(model), features, model.history)
+        ratios["shuffled_action_ratio_h10_unblended"] = shuffled_ratio(unblended)
     with torch.no_grad():
         frames = windows.frames(slice(None), slice(model.history - 2, model.history))
         z = model.encode(windows.features[:, : model.history], frames)
     return {
         "coverage90": {str(h): round(float(coverage[h - 1].mean()), 4) for h in horizons},
         "coverage90_per_sensor_h10": [round(float(c), 4) for c in coverage[h10 - 1]],
-        "shuffled_action_ratio_h10": round(float(permuted / normal), 3),
+        **ratios,
         "latent": latent_health(z[:, : model.latent_dim]),
     }

@@ -29,7 +29,15 @@ from twin.model.blend import MIN_WINDOWS, fit_blend
 from twin.model.calibration import calibrate
 from twin.model.checkpoint import Checkpoint
 from twin.model.data import Dataset, FeatureMap, Splits, Windows, make_windows, split_episodes
-from twin.model.evaluate import HORIZONS, band_errors, diagnostics, nrmse_table, observed_future, score
+from twin.model.evaluate import (
+    HORIZONS,
+    Unblended,
+    band_errors,
+    diagnostics,
+    nrmse_table,
+    observed_future,
+    score,
+)
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
@@ -148,38 +156,57 @@ def train_jepa(
 
 def fit_model_blend(model: JepaWorldModel, prepared: Prepared, config: RunConfig) -> dict[str, Any]:
     """Fit ``model.blend`` on windows of the validation episodes (every ``eval_stride`` steps;
-    the network never fitted its weights on them) and say what it chose."""
+    the network never fitted its weights on them), cross-validated between the first and the
+    second half of those episodes, and say what it chose."""
     f, h = prepared.features, config.model.history
-    windows = make_windows(
-        prepared.splits.val, f, h, EVAL_HORIZON, stride=config.eval_stride, frames=config.model.camera
-    )
+    episodes = prepared.splits.val
+    halves = [episodes.subset(range(len(episodes.episodes) // 2))] if len(episodes.episodes) > 1 else []
+    halves.append(episodes.subset(range(len(episodes.episodes) // 2, len(episodes.episodes))))
     model.blend = None
-    if len(windows) < MIN_WINDOWS:
+    model.eval()
+    predicted, present, observed = [], [], []
+    for half in halves:
+        try:
+            windows = make_windows(
+                half, f, h, EVAL_HORIZON, stride=config.eval_stride, frames=config.model.camera
+            )
+        except ValueError:  # no episode of this half is long enough
+            continue
+        with torch.no_grad():
+            for i in range(0, len(windows), 2048):
+                frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
+                z0 = model.encode(windows.features[i : i + 2048, :h], frames)
+                predicted.append(model.read(model.rollout(z0, windows.actions[i : i + 2048])).numpy())
+                present.append(model.read(z0).numpy())
+        observed.append(windows.features[:, h:].numpy())
+    n = sum(len(o) for o in observed)
+    if n < MIN_WINDOWS:
         log.warning(
             "horizon blend not fitted: %d validation windows of %d steps, %d needed",
-            len(windows),
+            n,
             EVAL_HORIZON,
             MIN_WINDOWS,
         )
-        return {"windows": len(windows), "skipped": f"fewer than {MIN_WINDOWS} validation windows"}
-    model.eval()
-    predicted, present = [], []
-    with torch.no_grad():
-        for i in range(0, len(windows), 2048):
-            frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
-            z0 = model.encode(windows.features[i : i + 2048, :h], frames)
-            predicted.append(model.read(model.rollout(z0, windows.actions[i : i + 2048])).numpy())
-            present.append(model.read(z0).numpy())
+        return {"windows": n, "skipped": f"fewer than {MIN_WINDOWS} validation windows"}
+    split = (
+        len(observed[0]) if len(observed) == 2 and min(len(o) for o in observed) >= MIN_WINDOWS // 2 else None
+    )
+    variance = prepared.train.features[:, h - 1].numpy().var(axis=0)
     blend, report = fit_blend(
-        np.concatenate(predicted), np.concatenate(present), windows.features[:, h:].numpy()
+        np.concatenate(predicted),
+        np.concatenate(present),
+        np.concatenate(observed),
+        variance=variance,
+        split=split,
     )
     model.blend = blend
+    report["folds"] = "by episode" if split is not None else "by window"
     log.info(
-        "horizon blend: %d of %d features blended; validation MSE (2-fold) %.4f -> %.4f",
+        "horizon blend: %d of %d features blended; validation MSE (2-fold) %.4f, selected pulls %.4f",
         report["blended_features"],
         f.n_features,
         report["cv_mse_unblended"],
-        report["cv_mse_blended"],
+        report["cv_mse_selected"],
     )
     return report
 
@@ -231,23 +258,6 @@ def forecasters(
     for name, module in baselines.items():
         out[name] = NeuralForecaster(module, features, history)
     return out
-
-
-class Unblended:
-    """A JEPA's forecasts as its rollout reads them, without the horizon blend: the evaluation
-    row that shows what the blend buys."""
-
-    def __init__(self, model: JepaWorldModel) -> None:
-        self.model = model
-
-    def eval(self) -> Unblended:
-        self.model.eval()
-        return self
-
-    def forecast_features(
-        self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
-    ) -> torch.Tensor:
-        return self.model.read(self.model.rollout(self.model.encode(features, frames), actions))
 
 
 def restore_baselines(

@@ -295,6 +295,22 @@ def _error(model: Any, checkpoint: Checkpoint, windows: Any, horizon: int) -> fl
     return float(table.mean())
 
 
+def _keep_blend(model: Any, checkpoint: Checkpoint, held: dict[str, Any], horizon: int) -> bool | None:
+    """A tuned copy inherits the base model's horizon blend, which was fitted to the base
+    network's errors: keep it only if the tuned network forecasts the held-out windows better
+    with it than without (else drop it, ``model.blend = None``). None: the base had none."""
+    if model.blend is None:
+        return None
+    inherited = model.blend
+    with_blend = sum(_error(model, checkpoint, w, horizon) * len(w) for w in held.values())
+    model.blend = None
+    without = sum(_error(model, checkpoint, w, horizon) * len(w) for w in held.values())
+    if with_blend <= without:
+        model.blend = inherited
+        return True
+    return False
+
+
 def fine_tune(
     checkpoint: Checkpoint,
     data: dict[str, list[Segment]],
@@ -350,6 +366,7 @@ def fine_tune(
         if budget is not None:
             budget.throttle()
     model.eval()
+    blend_kept = _keep_blend(model, checkpoint, held, horizon)
     per_asset = {}
     for asset, windows in held.items():
         per_asset[asset] = {
@@ -372,6 +389,7 @@ def fine_tune(
         holdout_windows=n,
         train_steps=config.train_steps,
         inferred_actions=inferred,
+        blend_kept=blend_kept,
         loss_first=round(losses[0], 6),
         loss_last=round(losses[-1], 6),
     )
