@@ -50,6 +50,7 @@ def test_twin_train_and_eval_commands(jumeau_home):
     result = runner.invoke(app, ["eval", "rotor", "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output.strip().splitlines()[-1])
-    assert set(metrics["nrmse"]) == {"jepa", "persistence", "const_velocity", "linear", "mlp", "gru"}
+    rows = {"jepa", "jepa_unblended", "persistence", "const_velocity", "linear", "mlp", "gru"}
+    assert set(metrics["nrmse"]) == rows  # the model with its horizon blend, and without it
     result = runner.invoke(app, ["eval", "no-such-model"])
     assert result.exit_code == 2 and "no-such-model" in result.output
