@@ -417,7 +417,11 @@ def register_candidate(
     name = checkpoint.name or base_ref.partition(":")[0]
     figures = {k: result[k] for k in ("base_nrmse", "nrmse", "per_asset", "train_windows", "holdout_windows")}
     figures.update(
-        {k: result[k] for k in ("train_steps", "inferred_actions", "cpu_s", "wall_s") if k in result}
+        {
+            k: result[k]
+            for k in ("train_steps", "inferred_actions", "blend_kept", "cpu_s", "wall_s")
+            if k in result
+        }
     )
     engine = make_engine(db_url)
     try:
