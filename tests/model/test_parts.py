@@ -98,6 +98,8 @@ def test_learning_rate_anneals_by_steps_or_by_the_time_budget(by_time):
     late = trainer._lr(100, elapsed=100.0)
     assert late == (pytest.approx(5e-5) if by_time else pytest.approx(trainer._lr(100)))
     assert trainer._lr(100, elapsed=1.0) == pytest.approx(trainer._lr(100))  # early: by steps
+    # a run with time to spare anneals by its steps alone, whatever the clock says: repeatable
+    assert trainer._lr(150, elapsed=7.0) == trainer._lr(150, elapsed=9.0) == trainer._lr(150)
     if not by_time:
         assert late > 9e-4
 
