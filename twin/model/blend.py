@@ -50,12 +50,6 @@ class HorizonBlend(nn.Module):
             raise ValueError(f"HorizonBlend weights must be (H, F, 3), got {tuple(weights.shape)}")
         self.register_buffer("weights", weights.float())
 
-    @classmethod
-    def identity(cls, horizon: int, n_features: int) -> HorizonBlend:
-        w = torch.zeros(horizon, n_features, 3)
-        w[..., 0] = 1.0
-        return cls(w)
-
     @property
     def horizon(self) -> int:
         return self.weights.shape[0]
