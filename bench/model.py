@@ -51,7 +51,9 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
         return {"cartpole": {"episodes": 120, "config": RunConfig(train=train, baseline_train=base)}}
     jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=480, anneal_by_time=True)
     base = jepa
-    camera = TrainConfig(steps=2000, batch=32, eval_every=250, max_seconds=300, anneal_by_time=True)
+    camera = TrainConfig(
+        steps=2000, batch=32, eval_every=250, max_seconds=480, anneal_by_time=True, keep_later_within=0.01
+    )
     return {
         "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
         "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},
@@ -63,7 +65,7 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
         },
         "arm-camera": {
             "scene": "arm",
-            "episodes": 40,
+            "episodes": 120,
             "camera": True,
             "config": RunConfig(
                 model=scene_model("arm", camera=True, camera_only=("cube",)),
@@ -87,18 +89,7 @@ def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, d
 
     scene, config = preset.get("scene", name), preset["config"]
     gen = GenerateConfig(scene, preset["episodes"], seed=seed, camera=preset.get("camera", False))
-    lineage = {
-        "source": "generated",
-        "scene": scene,
-        "episodes": gen.episodes,
-        "steps": gen.episode_steps,
-        "seed": seed,
-        "camera": gen.camera,
-        "push_max": gen.push,
-        "action_rate": gen.rate,
-        "control_hz": gen.control_hz,
-        "code": code_version(),
-    }
+    lineage = {**gen.lineage(), "code": code_version()}
     engine = _engine(None)
     with Session(engine) as session:
         row = find_matching(session, scene, {**config.to_dict(), "seed": seed}, lineage)

@@ -13,6 +13,11 @@ behind it, push through it, lift) picks an end-effector waypoint, turned into jo
 PyBullet's inverse kinematics; excitation adds small joint-space noise (10% of the usual scale)
 so data covers more than one trajectory. A cube that leaves the table is put back on it.
 
+Cube placement, ``options={"cubes": ...}``: ``"home"`` (default) starts each cube at its home
+spot (:data:`CUBE_HOME`) with +-3 cm of jitter; ``"table"`` places the three anywhere in
+:data:`CUBE_AREA` (at least :data:`CUBE_SPACING_M` apart), so that camera data shows the cubes
+in many configurations, not a few (docs/model.md, "The arm's camera").
+
 Camera: straight down onto the table from 0.75 m above the cubes' area (image up = +x, away
 from the robot, whose base sits just below the frame): at 64x64 the visible patch is about
 0.85 m square, a 5 cm cube covers ~4 pixels across, so object positions can be read off a frame.
@@ -39,12 +44,34 @@ CUBE_COLOURS = ((0.15, 0.7, 0.15, 1.0), (0.8, 0.1, 0.8, 1.0), (1.0, 1.0, 1.0, 1.
 """Green, magenta, white: which cube is which shows in one frame. Three identical cubes could
 only be told apart by where they were, which a camera reading of one moment does not know once
 the arm has pushed them about (docs/model.md, "The arm's camera")."""
+CUBE_PLACEMENTS = ("home", "table")
+CUBE_AREA = ((0.35, 0.7), (-0.28, 0.38))
+"""Asset-frame x and y ranges, metres, of ``cubes="table"`` placement: reachable by the arm's
+push and inside the camera's field with room for a push (the field is 0.87 m square around
+:data:`CAMERA_CENTRE`)."""
+CUBE_FIELD_M = 0.4
+"""With ``cubes="table"``, a cube further than this from :data:`CAMERA_CENTRE` in x or y
+(leaving the camera's field) or below the table top is put back on a free spot of
+:data:`CUBE_AREA` at the next control step, like a feeder replacing a part knocked out of the
+cell: the workcell stays in view, as a real one's camera is placed to see it. (``"home"``:
+a cube off the table goes back home at the next phase of the script, as it always did.)"""
+CUBE_SPACING_M = 0.1
 EE_LINK = 6
 PHASE_S = 1.5
 QUAT = ("qx", "qy", "qz", "qw")
 CAMERA_CENTRE = (0.55, 0.05)
 """Asset-frame (x, y) of the camera's view centre, metres: the middle of the cubes' area."""
 CAMERA_HEIGHT_M = 0.75
+
+
+def _free_spot(rng: np.random.Generator, taken: list[tuple[float, float]]) -> tuple[float, float]:
+    """A uniform (x, y) in :data:`CUBE_AREA` at least :data:`CUBE_SPACING_M` from every spot in
+    ``taken`` (rejection sampling: ~1.2 draws with two taken)."""
+    (x0, x1), (y0, y1) = CUBE_AREA
+    while True:
+        x, y = float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
+        if all(math.hypot(x - a, y - b) >= CUBE_SPACING_M for a, b in taken):
+            return x, y
 
 
 def _quaternion_specs(prefix: str) -> list[SensorSpec]:
@@ -62,6 +89,11 @@ class ArmScene(BaseScene):
         return [float(self.origin[0] + x), float(self.origin[1] + y), float(self.origin[2] + z)]
 
     def _build(self) -> None:
+        self.placement = str(self.config.options.get("cubes", "home"))
+        if self.placement not in CUBE_PLACEMENTS:
+            raise ValueError(
+                f"arm scene: options['cubes']={self.placement!r} must be one of {CUBE_PLACEMENTS}"
+            )
         data = pybullet_data.getDataPath()
         c, o = self.client, self.origin
         self.floor = c.loadURDF(os.path.join(data, "plane.urdf"), basePosition=self._at(0, 0, -TABLE_TOP_M))
@@ -118,14 +150,21 @@ class ArmScene(BaseScene):
         home = np.array([0.0, 0.4, 0.0, -1.6, 0.0, 1.1, 0.0]) + rng.uniform(-0.1, 0.1, 7)
         for j, q in zip(self.indices, home, strict=True):
             c.resetJointState(self.robot, j, float(q), 0.0)
-        for cube, (x, y) in zip(self.cubes, CUBE_HOME, strict=True):
-            jitter = rng.uniform(-0.03, 0.03, 2)
-            c.resetBasePositionAndOrientation(
-                cube, self._at(x + jitter[0], y + jitter[1], 0.025), (0, 0, 0, 1)
-            )
+        for cube, (x, y) in zip(self.cubes, self._placements(rng), strict=True):
+            c.resetBasePositionAndOrientation(cube, self._at(x, y, 0.025), (0, 0, 0, 1))
             c.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
         self._script = {"phase": 0, "next_s": 0.0, "cube": 0}
         self.excitation.scale = self._excitation_scale()
+
+    def _placements(self, rng: np.random.Generator) -> list[tuple[float, float]]:
+        """Starting (x, y) of each cube, asset frame, metres (``options["cubes"]``)."""
+        if self.placement == "home":
+            jitter = rng.uniform(-0.03, 0.03, (len(CUBE_HOME), 2))  # the same draws as one cube at a time
+            return [(x + dx, y + dy) for (x, y), (dx, dy) in zip(CUBE_HOME, jitter, strict=True)]
+        spots: list[tuple[float, float]] = []
+        while len(spots) < len(self.cubes):
+            spots.append(_free_spot(rng, spots))
+        return spots
 
     def _excitation_scale(self) -> np.ndarray:
         return (self.upper - self.lower) / 2 * self.config.excitation * self.excitation_gain
@@ -155,12 +194,15 @@ class ArmScene(BaseScene):
 
     def _scripted(self) -> np.ndarray:
         c, s = self.client, self._script
+        if self.placement == "table":  # every control step: a cube leaving the view is put back
+            self._rescue_cubes()
         if self.time_s >= s["next_s"]:
             s["phase"] = (s["phase"] + 1) % 4
             s["next_s"] = self.time_s + PHASE_S
             if s["phase"] == 0:
                 s["cube"] = int(self.rng_control.integers(len(self.cubes)))
-            self._rescue_cubes()
+            if self.placement == "home":
+                self._rescue_cubes()
         cube = self.cubes[s["cube"]]
         pos = np.asarray(c.getBasePositionAndOrientation(cube)[0]) - self.origin
         direction = pos[:2] / (np.linalg.norm(pos[:2]) or 1.0)  # push away from the robot
@@ -185,13 +227,32 @@ class ArmScene(BaseScene):
         return np.asarray(target[: len(self.indices)])
 
     def _rescue_cubes(self) -> None:
-        for cube, (x, y) in zip(self.cubes, CUBE_HOME, strict=True):
-            pos = self.client.getBasePositionAndOrientation(cube)[0]
-            if pos[2] - self.origin[2] < -0.1 or abs(pos[0] - self.origin[0] - 0.5) > 0.7:
-                self.client.resetBasePositionAndOrientation(cube, self._at(x, y, 0.025), (0, 0, 0, 1))
-                self.client.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
+        """Put back a cube that fell off the table (``cubes="home"``: at its home spot) or, with
+        ``cubes="table"``, one leaving the camera's field (on a free spot, drawn from the
+        controller's generator so runs replay)."""
+        c = self.client
+        where = [np.asarray(c.getBasePositionAndOrientation(cube)[0]) - self.origin for cube in self.cubes]
+        for k, (cube, pos) in enumerate(zip(self.cubes, where, strict=True)):
+            if self.placement == "home":
+                if pos[2] < -0.1 or abs(pos[0] - 0.5) > 0.7:
+                    x, y = CUBE_HOME[k]
+                else:
+                    continue
+            elif (
+                pos[2] < -0.1
+                or max(abs(pos[0] - CAMERA_CENTRE[0]), abs(pos[1] - CAMERA_CENTRE[1])) > CUBE_FIELD_M
+            ):
+                others = [(float(p[0]), float(p[1])) for j, p in enumerate(where) if j != k]
+                x, y = _free_spot(self.rng_control, others)
+                where[k] = np.array([x, y, 0.025])
+            else:
+                continue
+            c.resetBasePositionAndOrientation(cube, self._at(x, y, 0.025), (0, 0, 0, 1))
+            c.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
 
     def _centring(self) -> np.ndarray:
+        if self.placement == "table":  # the random controller keeps the cubes in view too
+            self._rescue_cubes()
         state = self.true_state()
         q = state[0 : 3 * len(self.indices) : 3]
         return q + 0.05 * ((self.lower + self.upper) / 2 - q)

@@ -345,3 +345,108 @@ def test_camera_keypoints_are_an_option_and_old_camera_checkpoints_load_without_
     assert set(old.state_dict()) <= set(with_points.state_dict())
     stored = {k: v for k, v in ModelConfig(camera=True).to_dict().items() if k != "camera_keypoints"}
     assert ModelConfig.from_dict(stored).camera_keypoints == 0
+
+
+def test_pixel_keypoint_reader_learns_where_a_coloured_square_is():
+    """The keypoint-only camera reader: shapes, and in 300 steps on random scenes it reads a
+    green square's position (R^2 > 0.9 on scenes it never saw) among grey distractors."""
+    from twin.model.encoders import PixelKeypointEncoder
+
+    def scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        frames = torch.randint(90, 160, (n, 1, 3, 64, 64), generator=g, dtype=torch.uint8)
+        where = torch.randint(2, 59, (n, 2, 2), generator=g)  # (square, distractor) x (row, col)
+        for i in range(n):
+            (r, c), (rd, cd) = where[i].tolist()
+            frames[i, 0, :, rd : rd + 4, cd : cd + 4] = 230  # a bright grey square: not it
+            frames[i, 0, :, r : r + 3, c : c + 3] = torch.tensor([40, 180, 40], dtype=torch.uint8)[
+                :, None, None
+            ]
+        return frames.expand(n, 2, 3, 64, 64), where[:, 0].float() / 63
+
+    torch.manual_seed(0)
+    reader = PixelKeypointEncoder(2, channels=8, keypoints=2)
+    assert reader(torch.zeros(5, 2, 3, 64, 64, dtype=torch.uint8)).shape == (5, 2)
+    frames, target = scenes(256, 1)
+    optimiser = torch.optim.Adam(reader.parameters(), 3e-3)
+    for step in range(300):
+        batch = torch.arange(32) + 32 * (step % 8)
+        loss = torch.nn.functional.mse_loss(reader(frames[batch]), target[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    frames, target = scenes(128, 2)
+    with torch.no_grad():
+        error = ((reader(frames) - target) ** 2).sum(0)
+    r2 = 1 - error / ((target - target.mean(0)) ** 2).sum(0)
+    assert bool((r2 > 0.9).all()), r2
+    with pytest.raises(ValueError, match="camera_reader"):
+        ModelConfig(camera=True, camera_reader="vit")
+    model = build_model(ModelConfig(camera=True, camera_reader="keypoints", latent_dim=8), 4, 4, 1)
+    assert isinstance(model.encoder.camera, PixelKeypointEncoder)
+
+
+def test_camera_dims_keep_what_only_the_camera_shows_in_its_own_part_of_the_latent(oscillator):
+    """``camera_dims``: the camera's embedding fills the last dims of the learned latent, the
+    sensors' the others, and the ``camera_only`` columns are read from the camera's dims alone:
+    the sensors cannot change them (at the present), the frames can."""
+    f = FeatureMap.fit(oscillator)
+    names = [s.name for s in oscillator.schema.sensors]
+    torch.manual_seed(0)
+    config = ModelConfig(
+        latent_dim=8, hidden=16, history=3, camera=True, camera_only=("position",), camera_dims=3
+    )
+    hidden = list(camera_only_columns(config, f, names))
+    model = build_model(config, f.n_features, f.n_sensors, 1, tuple(hidden))
+    frames = torch.randint(0, 255, (4, 2, 3, 64, 64), dtype=torch.uint8)
+    window = torch.randn(4, 3, f.n_features)
+    with torch.no_grad():
+        z = model.encode(window, frames)
+        other_sensors = model.encode(window + torch.randn_like(window), frames)
+        other_frames = model.encode(window, torch.randint(0, 255, frames.shape, dtype=torch.uint8))
+    assert torch.equal(z[:, 5:8], other_sensors[:, 5:8]) and not torch.equal(z[:, :5], other_sensors[:, :5])
+    assert torch.equal(z[:, :5], other_frames[:, :5]) and not torch.equal(z[:, 5:8], other_frames[:, 5:8])
+    read, read_other = model.read(z), model.read(other_sensors)
+    assert torch.equal(read[:, hidden], read_other[:, hidden])
+    with pytest.raises(ValueError, match="camera_dims"):
+        ModelConfig(camera=True, camera_dims=3)  # nothing only the camera shows
+    with pytest.raises(ValueError, match="camera_dims"):
+        ModelConfig(camera=True, camera_only=("position",), camera_dims=8, latent_dim=8)
+
+
+@pytest.mark.parametrize(("tolerance", "kept"), [(0.0, 2), (0.01, 4)])
+def test_a_near_tie_in_validation_keeps_the_later_weights_when_asked(tolerance, kept):
+    class Tiny:
+        """A one-weight objective: its weight is the step count, so the kept weights say which
+        evaluation was chosen."""
+
+        def __init__(self) -> None:
+            self.model = torch.nn.Linear(1, 1, bias=False)
+
+        def parameters(self):
+            return list(self.model.parameters())
+
+        def loss(self, batch):
+            return (self.model.weight * 0.0).sum(), {}
+
+        def after_step(self) -> None:
+            with torch.no_grad():
+                self.model.weight.fill_(self.model.weight.item() + 1)
+
+    class Rows:
+        def __len__(self) -> int:
+            return 4
+
+        def take(self, index):
+            return None
+
+    scores = iter([1.0, 0.995, 1.2, 0.999, 1.3])
+    objective = Tiny()
+    with torch.no_grad():
+        objective.model.weight.fill_(0.0)
+    config = TrainConfig(steps=5, eval_every=1, warmup=0, patience=10, keep_later_within=tolerance)
+    result = Trainer(config, objective, Rows(), lambda: next(scores)).fit()  # type: ignore[arg-type]
+    assert result.best_step == kept and objective.model.weight.item() == kept
+    assert result.best_val == (0.995 if kept == 2 else 0.999)  # the score of the weights kept
+    with pytest.raises(ValueError, match="keep_later_within"):
+        TrainConfig(keep_later_within=1.5)

@@ -20,9 +20,13 @@ def test_other_scenes_get_the_global_defaults(scene: str) -> None:
     assert scene_objective(scene) == ObjectiveConfig()
 
 
-def test_camera_runs_keep_the_global_model_and_unroll_less() -> None:
+def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     model = scene_model("arm", camera=True, camera_only=("cube",))
     assert model.linear_path is False and model.camera_only == ("cube",)
+    assert model.camera_reader == "keypoints"  # the arm's camera: keypoints only
+    assert scene_model("cartpole", camera=True).camera_reader == "cnn"
+    # camera-only: the camera must show the arm too, not only coloured cubes
+    assert scene_model("arm", camera=True, sensors=False, carry_observation=False).camera_reader == "cnn"
     objective = scene_objective("arm", camera=True)
     assert objective.rollout_steps == CAMERA_ROLLOUT_STEPS
     assert objective.sensor_loss == ObjectiveConfig().sensor_loss
@@ -36,3 +40,28 @@ def test_explicit_fields_override_the_scene() -> None:
 def test_an_invalid_field_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="sensor_loss"):
         scene_objective("cartpole", sensor_loss="l7")
+
+
+def test_camera_data_of_the_arm_places_cubes_anywhere_and_its_lineage_says_so() -> None:
+    from twin.model.generate import GenerateConfig
+
+    camera = GenerateConfig("arm", 2, camera=True)
+    assert camera.scene_options == {"cubes": "table"}
+    assert camera.lineage()["options"] == {"cubes": "table"}
+    assert GenerateConfig("arm", 2).lineage()["options"] == {}  # sensor runs: as before
+    assert GenerateConfig("arm", 2, camera=True, options={}).scene_options == {}  # explicit wins
+
+
+def test_a_lineage_written_before_scene_options_regenerates_the_home_placement() -> None:
+    from twin.model.generate import GenerateConfig
+    from twin.model.jobs import data_from_lineage
+
+    lineage = GenerateConfig("arm", 1, steps=2, camera=True).lineage()
+    table = data_from_lineage(lineage)
+    del lineage["options"]  # as stored before options existed
+    old = data_from_lineage(lineage)
+    assert old.lineage["options"] == {} and table.lineage["options"] == {"cubes": "table"}
+    names = [s.name for s in old.schema.sensors]
+    x = names.index("cube0_x")
+    assert abs(old.episodes[0].obs[0, x] - 0.55) <= 0.03 + 1e-6  # cube 0's home, +- 3 cm
+    assert old.episodes[0].frames.shape == (3, 64, 64, 3)

@@ -81,3 +81,54 @@ def test_rotor_vibration_rms_is_the_rms_of_vibration_over_its_window(window_s):
         omega = scene.true_state()[names.index("speed")]
         expected = scene.imbalance_kg_m * omega**2 / 5.0 / math.sqrt(2)
         assert scene.true_state()[rms] == pytest.approx(expected, rel=0.03)
+
+
+def test_arm_places_cubes_anywhere_on_the_table_when_asked():
+    from sim.scenes.arm import CUBE_AREA, CUBE_HOME, CUBE_SPACING_M
+
+    def starts(options: dict, seed: int) -> np.ndarray:
+        with make_scene("arm", SceneConfig(seed=seed, options=options)) as scene:
+            names = [s.name for s in scene.schema().sensors]
+            state = scene.true_state()
+            return np.array([[state[names.index(f"cube{k}_{a}")] for a in "xy"] for k in range(3)])
+
+    homes = np.array([starts({}, s) for s in range(8)])
+    assert np.abs(homes - np.array(CUBE_HOME)).max() <= 0.03 + 1e-6  # the default: home +- 3 cm
+    spots = np.array([starts({"cubes": "table"}, s) for s in range(8)])
+    (x0, x1), (y0, y1) = CUBE_AREA
+    assert (
+        (spots[..., 0] >= x0) & (spots[..., 0] <= x1) & (spots[..., 1] >= y0) & (spots[..., 1] <= y1)
+    ).all()
+    for episode in spots:
+        gaps = [np.linalg.norm(episode[i] - episode[j]) for i in range(3) for j in range(i + 1, 3)]
+        assert min(gaps) >= CUBE_SPACING_M
+    # spread over the area, not a few spots: each coordinate's spread is a good part of its range
+    assert spots[..., 0].std() > 0.2 * (x1 - x0) and spots[..., 1].std() > 0.2 * (y1 - y0)
+    np.testing.assert_array_equal(spots[3], starts({"cubes": "table"}, 3))  # seeded
+    with pytest.raises(ValueError, match="options\\['cubes'\\]"):
+        make_scene("arm", SceneConfig(options={"cubes": "floor"}))
+
+
+@pytest.mark.parametrize("controller", ["default", "random"])
+def test_with_cubes_on_the_table_a_cube_leaving_the_view_is_put_back_at_once(controller: str):
+    from sim.scenes.arm import CUBE_AREA, CUBE_SPACING_M
+
+    with make_scene("arm", SceneConfig(seed=4, controller=controller, options={"cubes": "table"})) as scene:
+        scene.control()
+        scene.client.resetBasePositionAndOrientation(
+            scene.cubes[1], scene._at(1.3, -0.9, 0.025), (0, 0, 0, 1)
+        )
+        scene.control()  # the next control step
+        where = [
+            np.asarray(scene.client.getBasePositionAndOrientation(c)[0]) - scene.origin for c in scene.cubes
+        ]
+        (x0, x1), (y0, y1) = CUBE_AREA
+        assert x0 <= where[1][0] <= x1 and y0 <= where[1][1] <= y1
+        assert min(np.linalg.norm(where[1][:2] - w[:2]) for w in (where[0], where[2])) >= CUBE_SPACING_M
+    with make_scene("arm", SceneConfig(seed=4, controller=controller)) as scene:  # "home": as before
+        scene.control()
+        scene.client.resetBasePositionAndOrientation(
+            scene.cubes[1], scene._at(1.3, -0.9, 0.025), (0, 0, 0, 1)
+        )
+        scene.control()
+        assert scene.client.getBasePositionAndOrientation(scene.cubes[1])[0][0] - scene.origin[0] > 1.2

@@ -33,6 +33,11 @@ SCENE_ACTION_RATE = {"arm": 0.1}
 """Largest change of an action per control step (fraction of half range; 0: unlimited). The arm's
 joint set-points move like an interpolated trajectory instead of jumping."""
 
+SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "table"}}
+"""Scene options (``SceneConfig.options``) of camera runs: the arm places its cubes anywhere on
+the table, so a camera reader learns where a cube is from many configurations rather than
+telling a few dozen episodes apart (docs/model.md, "The arm's camera")."""
+
 SCENE_EPISODES = {"cartpole": 300, "rotor": 100, "arm": 120}
 """Default episodes to generate for training (~60-90k transitions, < 1 min of simulation;
 with a camera, generate fewer: rendering dominates)."""
@@ -54,6 +59,9 @@ class GenerateConfig:
     action_rate: float | None = None
     """Largest action change per control step, fraction of half range (None: scene default
     from :data:`SCENE_ACTION_RATE`, else 0 = unlimited)."""
+    options: dict[str, Any] | None = None
+    """Scene options (``SceneConfig.options``; None: :data:`SCENE_CAMERA_OPTIONS` for a camera
+    run, else none)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -78,6 +86,27 @@ class GenerateConfig:
     @property
     def rate(self) -> float:
         return SCENE_ACTION_RATE.get(self.scene, 0.0) if self.action_rate is None else self.action_rate
+
+    @property
+    def scene_options(self) -> dict[str, Any]:
+        if self.options is not None:
+            return dict(self.options)
+        return dict(SCENE_CAMERA_OPTIONS.get(self.scene, {})) if self.camera else {}
+
+    def lineage(self) -> dict[str, Any]:
+        """What regenerates exactly this data (``twin.model.jobs.data_from_lineage``)."""
+        return {
+            "source": "generated",
+            "scene": self.scene,
+            "episodes": self.episodes,
+            "steps": self.episode_steps,
+            "seed": self.seed,
+            "control_hz": self.control_hz,
+            "camera": self.camera,
+            "push_max": self.push,
+            "action_rate": self.rate,
+            "options": self.scene_options,
+        }
 
 
 def _pushes(
@@ -106,7 +135,7 @@ def generate(config: GenerateConfig) -> Dataset:
 
     started = time.perf_counter()
     scenes = {
-        c: make_scene(config.scene, SceneConfig(seed=config.seed, controller=c))
+        c: make_scene(config.scene, SceneConfig(seed=config.seed, controller=c, options=config.scene_options))
         for c in ("default", "random")
     }
     try:
@@ -126,19 +155,7 @@ def generate(config: GenerateConfig) -> Dataset:
             scene.close()
     elapsed = time.perf_counter() - started
     log.info("generated %d %s episodes in %.1f s", config.episodes, config.scene, elapsed)
-    lineage = {
-        "source": "generated",
-        "scene": config.scene,
-        "episodes": config.episodes,
-        "steps": config.episode_steps,
-        "seed": config.seed,
-        "control_hz": config.control_hz,
-        "camera": config.camera,
-        "push_max": config.push,
-        "action_rate": config.rate,
-        "ticks_per_step": ticks,
-        "generate_s": round(elapsed, 2),
-    }
+    lineage = {**config.lineage(), "ticks_per_step": ticks, "generate_s": round(elapsed, 2)}
     return Dataset(schema, tuple(episodes), config.control_hz, lineage)
 
 

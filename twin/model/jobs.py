@@ -106,6 +106,7 @@ def data_from_lineage(lineage: dict[str, Any], engine: Engine | None = None) -> 
                 lineage["camera"],
                 lineage["push_max"],
                 lineage.get("action_rate", 0.0),
+                lineage.get("options", {}),  # before options existed: none
             )
         )
     from twin.model.recorded import load_recorded

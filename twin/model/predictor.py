@@ -129,7 +129,10 @@ class Readout(nn.Module):
     predicts only the ``derived`` columns (those the encoder never saw, e.g. the arm's cube poses
     in a camera-only-cubes model). An MLP correction on top of an exact carried value only adds
     its own fitting noise: on the cart-pole it tripled the one-step residual while balancing,
-    where faults must show.
+    where faults must show. ``derived_from``: the (start, stop) dimensions of z the derived
+    columns are read from (None: all of z); the camera's own part of the latent
+    (``ModelConfig.camera_dims``), so that what only the camera shows is read from what the
+    camera saw (and what the predictor made of it), not guessed from the other sensors.
     """
 
     def __init__(
@@ -140,11 +143,16 @@ class Readout(nn.Module):
         hidden: int,
         skip: bool = False,
         derived: tuple[int, ...] = (),
+        derived_from: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.n_features = n_features
         self.skip = skip
-        self.mean = mlp([latent_dim, hidden, hidden, n_features])
+        self.derived_from = derived_from
+        if derived_from is not None and not (skip and derived):
+            raise ValueError("Readout(derived_from=...) reads derived columns: needs skip=True and derived")
+        width = latent_dim if derived_from is None else derived_from[1] - derived_from[0]
+        self.mean = mlp([width, hidden, hidden, n_features])
         self.scale = mlp([latent_dim, hidden // 2, n_sensors])
         mask = torch.zeros(n_features)
         mask[list(derived)] = 1.0
@@ -157,7 +165,8 @@ class Readout(nn.Module):
         carried = z[..., -self.n_features :]
         if not self.has_derived:
             return carried
-        return carried + self.mean(z) * self.derived
+        source = z if self.derived_from is None else z[..., self.derived_from[0] : self.derived_from[1]]
+        return carried + self.mean(source) * self.derived
 
     def error_scale(self, z: torch.Tensor) -> torch.Tensor:
         """Expected absolute error per sensor (normalised units) of a reading of ``z``."""

@@ -13,12 +13,17 @@ from typing import Any
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
 
-__all__ = ["SCENE_MODEL", "SCENE_OBJECTIVE", "scene_model", "scene_objective"]
+__all__ = ["SCENE_CAMERA_MODEL", "SCENE_MODEL", "SCENE_OBJECTIVE", "scene_model", "scene_objective"]
 
 SCENE_MODEL: dict[str, dict[str, Any]] = {"arm": {"linear_path": True}}
 """Sensor-vector runs of a scene: :class:`ModelConfig` fields that differ from its defaults.
 The arm: a linear predictor path (NRMSE h1/h10/h50 0.438/0.767/0.883 -> 0.378/0.718/0.856 in
 the same run; on the cartpole it cost 5% at h50, so it is not global)."""
+
+SCENE_CAMERA_MODEL: dict[str, dict[str, Any]] = {"arm": {"camera_reader": "keypoints", "camera_dims": 16}}
+"""Runs of a scene with a camera beside its sensors: :class:`ModelConfig` fields that differ
+from its defaults. The arm: its camera shows the cubes, read by keypoints only (docs/model.md,
+"The arm's camera")."""
 
 SCENE_OBJECTIVE: dict[str, dict[str, Any]] = {"arm": {"sensor_loss": "huber"}}
 """Sensor-vector runs of a scene: :class:`ObjectiveConfig` fields that differ from its
@@ -31,11 +36,16 @@ not fit the 2-core budget)."""
 
 
 def scene_model(scene: str, **fields: Any) -> ModelConfig:
-    """The :class:`ModelConfig` for ``scene``: its defaults, the scene's sensor-vector
-    overrides (a camera run keeps the global defaults: not measured with them), then
+    """The :class:`ModelConfig` for ``scene``: its defaults, the scene's overrides (for sensor
+    vectors; with ``camera=True`` in ``fields``, for a camera beside the sensors; a camera-only
+    run, ``sensors=False``, keeps the global defaults: its camera must show everything), then
     ``fields``."""
     camera = bool(fields.get("camera", False))
-    return ModelConfig(**{**({} if camera else SCENE_MODEL.get(scene, {})), **fields})
+    if not camera:
+        overrides = SCENE_MODEL.get(scene, {})
+    else:
+        overrides = SCENE_CAMERA_MODEL.get(scene, {}) if fields.get("sensors", True) else {}
+    return ModelConfig(**{**overrides, **fields})
 
 
 def scene_objective(scene: str, camera: bool = False, **fields: Any) -> ObjectiveConfig:

@@ -77,6 +77,7 @@ def find_matching(
         "camera",
         "push_max",
         "action_rate",
+        "options",
         "control_hz",
         "code",
     )

@@ -2,7 +2,8 @@
 
 Minibatches are drawn with a seeded ``torch.Generator``; the learning rate warms up then follows
 a cosine; every ``eval_every`` steps ``validate()`` is called (lower is better) and the best
-weights are kept; training stops early after ``patience`` evaluations without improvement, at
+weights are kept (``keep_later_within``: a near-tie goes to the later ones); training stops
+early after ``patience`` evaluations without improvement, at
 ``steps``, or at ``max_seconds`` (a wall-clock guard: a run stopped by it is not reproducible,
 and the result says so). With ``anneal_by_time`` the cosine follows whichever is further along,
 the steps or the wall-clock budget, so a run the guard stops (a loaded machine) still ends at a
@@ -55,6 +56,12 @@ class TrainConfig:
     patience: int = 4
     max_seconds: float = 480.0
     seed: int = 0
+    keep_later_within: float = 0.0
+    """Relative tolerance of the best-weights choice: a later evaluation within this fraction of
+    the best validation score so far replaces it (0: strictly better only). Where validation is
+    flat and noisy while a part the score barely weighs still learns (the arm's camera: 6 of 70
+    features), a tie goes to the more-trained weights instead of the earliest noise minimum.
+    Patience still counts strict improvements."""
     anneal_by_time: bool = False
     """Cosine progress = max(step / steps, elapsed / max_seconds) while the run is on course to
     overrun ``max_seconds``; else step / steps (see the module docstring)."""
@@ -68,6 +75,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number > 0")
+        if not 0 <= self.keep_later_within < 1:
+            raise ValueError(f"TrainConfig.keep_later_within={self.keep_later_within!r} must be in [0, 1)")
         if self.weight_decay < 0 or self.warmup < 0 or self.seed < 0:
             raise ValueError(
                 f"TrainConfig: weight_decay={self.weight_decay!r}, warmup={self.warmup!r}, "
@@ -133,6 +142,7 @@ class Trainer:
             bar = tqdm(total=c.steps, desc="train", unit="step", dynamic_ncols=True)
         started = time.perf_counter()
         best, best_step, best_state, bad, stopped_by = math.inf, 0, None, 0, "steps"
+        kept = math.inf  # the validation score of the weights kept
         history: list[dict[str, float]] = []
         running: dict[str, float] = {}
         step = 0
@@ -165,10 +175,12 @@ class Trainer:
                         postfix["z_std"] = running["latent_std"]
                     bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()})
                 if val < best:
-                    best, best_step, bad = val, step, 0
+                    best, kept, best_step, bad = val, val, step, 0
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad += 1
+                    if val <= best * (1 + c.keep_later_within):  # a tie: keep the later weights
+                        kept, best_step, best_state = val, step, copy.deepcopy(model.state_dict())
                 if bad >= c.patience:
                     stopped_by = "early_stopping"
                     break
@@ -183,4 +195,4 @@ class Trainer:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        return TrainResult(best, best_step, step, time.perf_counter() - started, stopped_by, history)
+        return TrainResult(kept, best_step, step, time.perf_counter() - started, stopped_by, history)
