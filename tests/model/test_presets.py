@@ -24,8 +24,11 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     model = scene_model("arm", camera=True, camera_only=("cube",))
     assert model.linear_path is False and model.camera_only == ("cube",)
     assert model.camera_reader == "keypoints"  # the arm's camera: keypoints only
+    assert model.camera_dims == 16
     assert scene_model("cartpole", camera=True).camera_reader == "cnn"
-    # camera-only: the camera must show the arm too, not only coloured cubes
+    # a camera beside all the sensors (`twin train --camera`), or camera-only (it must show the
+    # arm too, not only coloured cubes): the global defaults
+    assert scene_model("arm", camera=True) == ModelConfig(camera=True)
     assert scene_model("arm", camera=True, sensors=False, carry_observation=False).camera_reader == "cnn"
     objective = scene_objective("arm", camera=True)
     assert objective.rollout_steps == CAMERA_ROLLOUT_STEPS

@@ -21,9 +21,10 @@ The arm: a linear predictor path (NRMSE h1/h10/h50 0.438/0.767/0.883 -> 0.378/0.
 the same run; on the cartpole it cost 5% at h50, so it is not global)."""
 
 SCENE_CAMERA_MODEL: dict[str, dict[str, Any]] = {"arm": {"camera_reader": "keypoints", "camera_dims": 16}}
-"""Runs of a scene with a camera beside its sensors: :class:`ModelConfig` fields that differ
-from its defaults. The arm: its camera shows the cubes, read by keypoints only (docs/model.md,
-"The arm's camera")."""
+"""Runs of a scene whose camera shows what its sensors do not (``camera_only``):
+:class:`ModelConfig` fields that differ from its defaults. The arm: its camera shows the cubes,
+read by keypoints only, into a part of the latent of their own (docs/model.md, "The arm's
+camera")."""
 
 SCENE_OBJECTIVE: dict[str, dict[str, Any]] = {"arm": {"sensor_loss": "huber"}}
 """Sensor-vector runs of a scene: :class:`ObjectiveConfig` fields that differ from its
@@ -36,15 +37,16 @@ not fit the 2-core budget)."""
 
 
 def scene_model(scene: str, **fields: Any) -> ModelConfig:
-    """The :class:`ModelConfig` for ``scene``: its defaults, the scene's overrides (for sensor
-    vectors; with ``camera=True`` in ``fields``, for a camera beside the sensors; a camera-only
-    run, ``sensors=False``, keeps the global defaults: its camera must show everything), then
-    ``fields``."""
+    """The :class:`ModelConfig` for ``scene``: its defaults, the scene's overrides, then
+    ``fields``. Overrides: for sensor vectors, :data:`SCENE_MODEL`; for a camera that shows
+    what the sensors do not (``camera=True`` and ``camera_only`` columns in ``fields``, e.g.
+    the arm's cubes), :data:`SCENE_CAMERA_MODEL`; any other camera run (beside all the
+    sensors, or camera-only, whose camera must show everything) keeps the global defaults."""
     camera = bool(fields.get("camera", False))
     if not camera:
         overrides = SCENE_MODEL.get(scene, {})
     else:
-        overrides = SCENE_CAMERA_MODEL.get(scene, {}) if fields.get("sensors", True) else {}
+        overrides = SCENE_CAMERA_MODEL.get(scene, {}) if fields.get("camera_only") else {}
     return ModelConfig(**{**overrides, **fields})
 
 
