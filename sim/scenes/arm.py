@@ -68,10 +68,11 @@ def _free_spot(rng: np.random.Generator, taken: list[tuple[float, float]]) -> tu
     """A uniform (x, y) in :data:`CUBE_AREA` at least :data:`CUBE_SPACING_M` from every spot in
     ``taken`` (rejection sampling: ~1.2 draws with two taken)."""
     (x0, x1), (y0, y1) = CUBE_AREA
-    while True:
+    for _ in range(1000):
         x, y = float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
         if all(math.hypot(x - a, y - b) >= CUBE_SPACING_M for a, b in taken):
             return x, y
+    raise RuntimeError(f"arm scene: no free spot {CUBE_SPACING_M} m from {len(taken)} cubes in {CUBE_AREA}")
 
 
 def _quaternion_specs(prefix: str) -> list[SensorSpec]:

@@ -411,6 +411,8 @@ def test_camera_dims_keep_what_only_the_camera_shows_in_its_own_part_of_the_late
     with pytest.raises(ValueError, match="camera_dims"):
         ModelConfig(camera=True, camera_dims=3)  # nothing only the camera shows
     with pytest.raises(ValueError, match="camera_dims"):
+        ModelConfig(camera=True, camera_only=("position",), camera_dims=3.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="camera_dims"):
         ModelConfig(camera=True, camera_only=("position",), camera_dims=8, latent_dim=8)
 
 

@@ -99,6 +99,12 @@ class ModelConfig:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
         if self.camera_only and not self.camera:
             raise ValueError(f"ModelConfig.camera_only={self.camera_only!r} needs camera=True")
+        if (
+            not isinstance(self.camera_dims, int)
+            or isinstance(self.camera_dims, bool)
+            or self.camera_dims < 0
+        ):
+            raise ValueError(f"ModelConfig.camera_dims={self.camera_dims!r} must be an integer >= 0")
         if self.camera_dims and not (
             self.camera_only and self.carry_observation and 0 < self.camera_dims < self.latent_dim
         ):

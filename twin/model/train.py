@@ -179,7 +179,7 @@ class Trainer:
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad += 1
-                    if val <= best * (1 + c.keep_later_within):  # a tie: keep the later weights
+                    if val - best <= c.keep_later_within * abs(best):  # a tie: keep the later weights
                         kept, best_step, best_state = val, step, copy.deepcopy(model.state_dict())
                 if bad >= c.patience:
                     stopped_by = "early_stopping"
