@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 from twin.model.jepa import ModelConfig  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
-from twin.model.presets import scene_model, scene_objective  # noqa: E402
+from twin.model.presets import CAMERA_KEEP_LATER_WITHIN, scene_model, scene_objective  # noqa: E402
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
@@ -52,7 +52,12 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=480, anneal_by_time=True)
     base = jepa
     camera = TrainConfig(
-        steps=2000, batch=32, eval_every=250, max_seconds=480, anneal_by_time=True, keep_later_within=0.01
+        steps=2000,
+        batch=32,
+        eval_every=250,
+        max_seconds=480,
+        anneal_by_time=True,
+        keep_later_within=CAMERA_KEEP_LATER_WITHIN,
     )
     return {
         "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},

@@ -54,3 +54,28 @@ def test_twin_train_and_eval_commands(jumeau_home):
     assert set(metrics["nrmse"]) == rows  # the model with its horizon blend, and without it
     result = runner.invoke(app, ["eval", "no-such-model"])
     assert result.exit_code == 2 and "no-such-model" in result.output
+
+
+def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
+    """``--from-camera cube``: the arm's cubes from frames (placed anywhere on the table), its
+    joints from its sensors, with the camera preset of such runs; bad prefixes are refused."""
+    from typer.testing import CliRunner
+
+    from twin.cli import app
+    from twin.model.checkpoint import load_checkpoint
+    from twin.settings import home
+
+    runner = CliRunner()
+    args = ["train", "--scene", "arm", "--generate", "6", "--steps", "10", "--name", "arm-cubes"]
+    result = runner.invoke(app, [*args, "--from-camera", "cube"])
+    assert result.exit_code == 0, result.output
+    checkpoint = load_checkpoint(next((home() / "models").glob("arm-cubes-v1*")))
+    model = checkpoint.config["model"]
+    assert model["camera"] and model["sensors"] and list(model["camera_only"]) == ["cube"]
+    assert model["camera_reader"] == "keypoints" and model["camera_dims"] == 16
+    assert checkpoint.config["train"]["keep_later_within"] == 0.01
+    assert checkpoint.lineage["options"] == {"cubes": "table"}
+    result = runner.invoke(app, [*args, "--from-camera", "nope"])
+    assert result.exit_code == 2 and "no sensor of arm starts with" in result.output
+    result = runner.invoke(app, [*args, "--from-camera", "cube", "--camera-only"])
+    assert result.exit_code == 2

@@ -46,6 +46,15 @@ def train_command(
     ] = 0,
     camera: Annotated[bool, typer.Option("--camera", help="Also encode 64x64 camera frames.")] = False,
     camera_only: Annotated[bool, typer.Option("--camera-only", help="Encode only camera frames.")] = False,
+    from_camera: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-camera",
+            metavar="PREFIX",
+            help="Learn the sensors whose names start with PREFIX only from camera frames, the others "
+            "from their sensors (repeatable; implies --camera), e.g. the arm's cubes: --from-camera cube.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of data, split, init and batches.")] = 0,
     steps: Annotated[int, typer.Option(help="Maximum training steps.")] = 3000,
     max_minutes: Annotated[float, typer.Option(help="Wall-clock guard for the JEPA training.")] = 8.0,
@@ -59,7 +68,7 @@ def train_command(
     from twin.model.generate import SCENE_EPISODES
     from twin.model.jobs import DataSpec, load_data, train_job
     from twin.model.pipeline import RunConfig
-    from twin.model.presets import scene_model, scene_objective
+    from twin.model.presets import CAMERA_KEEP_LATER_WITHIN, scene_model, scene_objective
     from twin.model.train import TrainConfig
     from twin.settings import home
 
@@ -67,6 +76,12 @@ def train_command(
     torch.set_num_threads(2)
     if episodes is not None and generate:
         raise typer.BadParameter("give --episodes or --generate, not both")
+    hidden = tuple(from_camera or ())
+    if hidden and camera_only:
+        raise typer.BadParameter(
+            "--camera-only already learns every sensor from the camera: drop --from-camera"
+        )
+    camera = camera or bool(hidden)
     ids: tuple[int, ...] = ()
     asset = None
     if episodes is not None and episodes != "all":
@@ -90,11 +105,24 @@ def train_command(
     except LookupError as exc:
         typer.echo(f"twin train: {exc}", err=True)
         raise typer.Exit(2) from None
+    names = [s.name for s in data.schema.sensors]
+    unknown = [p for p in hidden if not any(n.startswith(p) for n in names)]
+    if unknown:
+        typer.echo(f"twin train: --from-camera {unknown}: no sensor of {scene} starts with it", err=True)
+        raise typer.Exit(2)
     model = scene_model(
-        scene, camera=camera or camera_only, sensors=not camera_only, carry_observation=not camera_only
+        scene,
+        camera=camera or camera_only,
+        sensors=not camera_only,
+        carry_observation=not camera_only,
+        **({"camera_only": hidden} if hidden else {}),
     )
     train = TrainConfig(
-        steps=steps, seed=seed, max_seconds=max_minutes * 60, batch=32 if model.camera else 128
+        steps=steps,
+        seed=seed,
+        max_seconds=max_minutes * 60,
+        batch=32 if model.camera else 128,
+        keep_later_within=CAMERA_KEEP_LATER_WITHIN if hidden else 0.0,
     )
     objective = scene_objective(scene, camera=model.camera)
     config = RunConfig(model=model, objective=objective, train=train)

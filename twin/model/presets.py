@@ -13,7 +13,15 @@ from typing import Any
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
 
-__all__ = ["SCENE_CAMERA_MODEL", "SCENE_MODEL", "SCENE_OBJECTIVE", "scene_model", "scene_objective"]
+__all__ = [
+    "CAMERA_KEEP_LATER_WITHIN",
+    "CAMERA_ROLLOUT_STEPS",
+    "SCENE_CAMERA_MODEL",
+    "SCENE_MODEL",
+    "SCENE_OBJECTIVE",
+    "scene_model",
+    "scene_objective",
+]
 
 SCENE_MODEL: dict[str, dict[str, Any]] = {"arm": {"linear_path": True}}
 """Sensor-vector runs of a scene: :class:`ModelConfig` fields that differ from its defaults.
@@ -30,6 +38,11 @@ SCENE_OBJECTIVE: dict[str, dict[str, Any]] = {"arm": {"sensor_loss": "huber"}}
 """Sensor-vector runs of a scene: :class:`ObjectiveConfig` fields that differ from its
 defaults. The arm: a Huber feature loss (with the linear path, 0.378/0.718/0.856 ->
 0.260/0.667/0.823: the cubes' rare large moves no longer drown the joints)."""
+
+CAMERA_KEEP_LATER_WITHIN = 0.01
+"""``TrainConfig.keep_later_within`` of runs with ``camera_only`` columns: validation weighs
+those few features little while the camera part still learns, so a near-tie (within 1%) goes
+to the later, more-trained weights (docs/model.md, "The arm's camera")."""
 
 CAMERA_ROLLOUT_STEPS = 8
 """Unrolled steps of the objective with camera frames (each step encodes a frame pair: 32 do
