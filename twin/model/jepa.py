@@ -77,10 +77,11 @@ class ModelConfig:
     camera_dims: int = 0
     """With ``camera_only`` columns: the camera's embedding gets the last ``camera_dims``
     dimensions of the learned latent to itself (the sensors' embedding the others, side by side
-    instead of summed), and the ``camera_only`` columns are read from those dimensions only. 0:
-    summed, and read from all of z. On the arm's camera the readout otherwise learned the
-    cubes of the training episodes from the arm's own state (train R^2 0.79, test 0.13;
-    docs/model.md, "The arm's camera")."""
+    instead of summed), and the readout's MLP for the ``camera_only`` columns reads those
+    dimensions only (added, as always, to the carried columns, which are zero at the encoder
+    and hold what the predictor wrote after a step). 0: summed, and read from all of z. On the
+    arm's camera the readout otherwise learned the cubes of the training episodes from the
+    arm's own state (train R^2 0.79, test 0.13; docs/model.md, "The arm's camera")."""
     camera_only: tuple[str, ...] = ()
     """Sensor name prefixes the model may learn only from the camera (e.g. ``("cube",)``: the
     arm's object poses): their features are zeroed at the encoder's input, still read out."""
