@@ -235,19 +235,16 @@ class ArmScene(BaseScene):
         where = [np.asarray(c.getBasePositionAndOrientation(cube)[0]) - self.origin for cube in self.cubes]
         for k, (cube, pos) in enumerate(zip(self.cubes, where, strict=True)):
             if self.placement == "home":
-                if pos[2] < -0.1 or abs(pos[0] - 0.5) > 0.7:
-                    x, y = CUBE_HOME[k]
-                else:
+                if not (pos[2] < -0.1 or abs(pos[0] - 0.5) > 0.7):
                     continue
-            elif (
-                pos[2] < -0.1
-                or max(abs(pos[0] - CAMERA_CENTRE[0]), abs(pos[1] - CAMERA_CENTRE[1])) > CUBE_FIELD_M
-            ):
+                x, y = CUBE_HOME[k]
+            else:
+                off_centre = max(abs(pos[0] - CAMERA_CENTRE[0]), abs(pos[1] - CAMERA_CENTRE[1]))
+                if not (pos[2] < -0.1 or off_centre > CUBE_FIELD_M):
+                    continue
                 others = [(float(p[0]), float(p[1])) for j, p in enumerate(where) if j != k]
                 x, y = _free_spot(self.rng_control, others)
                 where[k] = np.array([x, y, 0.025])
-            else:
-                continue
             c.resetBasePositionAndOrientation(cube, self._at(x, y, 0.025), (0, 0, 0, 1))
             c.resetBaseVelocity(cube, (0, 0, 0), (0, 0, 0))
 

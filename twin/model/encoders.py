@@ -7,8 +7,8 @@
   frame and the difference to the previous one (motion), optionally with keypoints: the
   expected image position of each of ``keypoints`` feature maps at 32 x 32
   (:class:`SpatialSoftmax`), so where a small object is survives the downsampling.
-* :class:`PixelKeypointEncoder`: keypoints only, (B, 2, 3, 64, 64) uint8 -> (B, D): a per-pixel
-  colour classifier (1x1 convolutions) at full resolution, each map read by
+* :class:`PixelKeypointEncoder`: keypoints only, (B, 2, 3, 64, 64) uint8 -> (B, D): a colour
+  classifier of 2 x 2 pixel patches (maps at 32 x 32), each map read by
   :class:`SpatialSoftmax`, for both frames; nothing else of the image reaches the latent, so
   the encoder can say where coloured objects are and cannot tell training scenes apart by
   anything else.

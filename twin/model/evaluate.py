@@ -9,6 +9,7 @@ them?), and latent health (per-dimension std, effective rank).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -56,19 +57,29 @@ def score(
     return {"nrmse": nrmse, "nrmse_per_sensor": per_sensor}
 
 
+def rollouts(
+    model: JepaWorldModel, windows: Windows, horizon: int, actions=None, batch: int = 2048
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The JEPA's rollouts over ``windows`` in batches, without gradients: (z0 (b, D) the
+    latent each window starts from, z (b, horizon, D) its rollout under ``actions`` (default
+    the windows' own))."""
+    model.eval()
+    h = model.history
+    actions = windows.actions[:, :horizon] if actions is None else actions
+    for i in range(0, len(windows), batch):
+        with torch.no_grad():
+            frames = windows.frames(slice(i, i + batch), slice(h - 2, h))
+            z0 = model.encode(windows.features[i : i + batch, :h], frames)
+            yield z0, model.rollout(z0, actions[i : i + batch])
+
+
 @torch.no_grad()
 def predict_with_scale(
     model: JepaWorldModel, features: FeatureMap, windows: Windows, horizon: int, actions=None
 ):
     """(predicted SI (N, H, S), error scale (N, H, S)) of the JEPA model over ``windows``."""
-    model.eval()
-    h = model.history
-    actions = windows.actions[:, :horizon] if actions is None else actions
     values, scales = [], []
-    for i in range(0, len(windows), 2048):
-        frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
-        z0 = model.encode(windows.features[i : i + 2048, :h], frames)
-        z = model.rollout(z0, actions[i : i + 2048])
+    for z0, z in rollouts(model, windows, horizon, actions):
         values.append(features.values(model.read_forecast(z0, z).numpy()))
         scales.append(model.error_scale(z).numpy())
     return np.concatenate(values), np.concatenate(scales)

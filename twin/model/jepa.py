@@ -72,8 +72,9 @@ class ModelConfig:
     camera_reader: str = "cnn"
     """The camera encoder: ``"cnn"`` (:class:`~twin.model.encoders.CameraEncoder`, a strided CNN,
     with ``camera_keypoints`` beside it) or ``"keypoints"``
-    (:class:`~twin.model.encoders.PixelKeypointEncoder`: a per-pixel colour classifier read as
-    ``camera_keypoints`` keypoints, nothing else; 8 when ``camera_keypoints`` is 0)."""
+    (:class:`~twin.model.encoders.PixelKeypointEncoder`: a colour classifier of 2 x 2 pixel
+    patches read as ``camera_keypoints`` keypoints, nothing else; 8 when ``camera_keypoints``
+    is 0)."""
     camera_dims: int = 0
     """With ``camera_only`` columns: the camera's embedding gets the last ``camera_dims``
     dimensions of the learned latent to itself (the sensors' embedding the others, side by side

@@ -36,6 +36,7 @@ from twin.model.evaluate import (
     diagnostics,
     nrmse_table,
     observed_future,
+    rollouts,
     score,
 )
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
@@ -172,11 +173,9 @@ def fit_model_blend(model: JepaWorldModel, prepared: Prepared, config: RunConfig
             )
         except ValueError:  # no episode of this half is long enough
             continue
-        with torch.no_grad():
-            for i in range(0, len(windows), 2048):
-                frames = windows.frames(slice(i, i + 2048), slice(h - 2, h))
-                z0 = model.encode(windows.features[i : i + 2048, :h], frames)
-                predicted.append(model.read(model.rollout(z0, windows.actions[i : i + 2048])).numpy())
+        for z0, z in rollouts(model, windows, EVAL_HORIZON):
+            with torch.no_grad():
+                predicted.append(model.read(z).numpy())
                 present.append(model.read(z0).numpy())
         observed.append(windows.features[:, h:].numpy())
     n = sum(len(o) for o in observed)
