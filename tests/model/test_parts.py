@@ -347,9 +347,11 @@ def test_camera_keypoints_are_an_option_and_old_camera_checkpoints_load_without_
     assert ModelConfig.from_dict(stored).camera_keypoints == 0
 
 
-def test_pixel_keypoint_reader_learns_where_a_coloured_square_is():
+@pytest.mark.parametrize("pooling", ["concat", "presence"])
+def test_pixel_keypoint_reader_learns_where_a_coloured_square_is(pooling):
     """The keypoint-only camera reader: shapes, and in 300 steps on random scenes it reads a
-    green square's position (R^2 > 0.9 on scenes it never saw) among grey distractors."""
+    green square's position (R^2 > 0.9 on scenes it never saw) among grey distractors, with
+    both frames' keypoints or (in 600) with each keypoint pooled over the frames."""
     from twin.model.encoders import PixelKeypointEncoder
 
     def scenes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,11 +367,11 @@ def test_pixel_keypoint_reader_learns_where_a_coloured_square_is():
         return frames.expand(n, 2, 3, 64, 64), where[:, 0].float() / 63
 
     torch.manual_seed(0)
-    reader = PixelKeypointEncoder(2, channels=8, keypoints=2)
+    reader = PixelKeypointEncoder(2, channels=8, keypoints=2, pooling=pooling)
     assert reader(torch.zeros(5, 2, 3, 64, 64, dtype=torch.uint8)).shape == (5, 2)
     frames, target = scenes(256, 1)
     optimiser = torch.optim.Adam(reader.parameters(), 3e-3)
-    for step in range(300):
+    for step in range(300 if pooling == "concat" else 600):  # one pooled copy of each keypoint learns slower
         batch = torch.arange(32) + 32 * (step % 8)
         loss = torch.nn.functional.mse_loss(reader(frames[batch]), target[batch])
         optimiser.zero_grad()
@@ -384,6 +386,55 @@ def test_pixel_keypoint_reader_learns_where_a_coloured_square_is():
         ModelConfig(camera=True, camera_reader="vit")
     model = build_model(ModelConfig(camera=True, camera_reader="keypoints", latent_dim=8), 4, 4, 1)
     assert isinstance(model.encoder.camera, PixelKeypointEncoder)
+
+
+def test_presence_pooling_reads_each_keypoint_from_the_frame_that_shows_it():
+    """``pooling="presence"``: a keypoint whose colour the latest frame does not show (a cube
+    under the arm) is read from the previous frame, one that only the latest shows from that."""
+    from twin.model.encoders import PixelKeypointEncoder
+
+    reader = PixelKeypointEncoder(6, keypoints=3, pooling="presence")
+    reader.maps = torch.nn.AvgPool2d(2)  # keypoint k lights up where colour channel k is bright
+    reader.out = torch.nn.Identity()  # the pooled (x, y) of each keypoint, in [-1, 1]
+    with torch.no_grad():
+        reader.presence_gain.fill_(10.0)
+    frames = torch.zeros(1, 2, 3, 64, 64, dtype=torch.uint8)
+    frames[0, 0, 0, 8:12, 40:44] = 255  # red, previous frame only: grid rows 4-5, cols 20-21
+    frames[0, 1, 1, 48:52, 8:12] = 255  # green, latest frame only: rows 24-25, cols 4-5
+    with torch.no_grad():
+        (red_x, red_y, green_x, green_y, *_) = reader(frames)[0].tolist()
+    grid = lambda cell: -1 + 2 * cell / 31  # noqa: E731
+    assert red_x == pytest.approx(grid(20.5), abs=0.02) and red_y == pytest.approx(grid(4.5), abs=0.02)
+    assert green_x == pytest.approx(grid(4.5), abs=0.02) and green_y == pytest.approx(grid(24.5), abs=0.02)
+    assert PixelKeypointEncoder(6, keypoints=3)(frames).shape == (1, 6)  # concat: both frames
+    with pytest.raises(ValueError, match="pooling"):
+        PixelKeypointEncoder(6, pooling="max")
+
+
+def test_camera_readout_options_are_checked_and_old_configs_read_as_before():
+    """``keypoint_pooling`` and ``camera_readout`` need the parts they change; a linear camera
+    readout is one linear map from the camera's dimensions; configs stored before the fields
+    existed build the model they were trained with."""
+    camera = {"camera": True, "camera_only": ("position",), "latent_dim": 8, "camera_dims": 3}
+    with pytest.raises(ValueError, match="keypoint_pooling"):
+        ModelConfig(camera=True, keypoint_pooling="presence")  # the CNN reader has no keypoints to pool
+    with pytest.raises(ValueError, match="keypoint_pooling"):
+        ModelConfig(camera=True, camera_reader="keypoints", keypoint_pooling="max")
+    with pytest.raises(ValueError, match="camera_readout"):
+        ModelConfig(camera=True, camera_only=("position",), camera_readout="linear")  # no camera_dims
+    with pytest.raises(ValueError, match="camera_readout"):
+        ModelConfig(**camera, camera_readout="tree")
+    model = build_model(
+        ModelConfig(**camera, camera_reader="keypoints", camera_readout="linear"), 4, 4, 1, (0, 1)
+    )
+    assert isinstance(model.readout.mean, torch.nn.Linear) and model.readout.mean.in_features == 3
+    stored = {
+        k: v
+        for k, v in ModelConfig(**camera).to_dict().items()
+        if k not in ("keypoint_pooling", "camera_readout")
+    }
+    old = ModelConfig.from_dict(stored)
+    assert (old.keypoint_pooling, old.camera_readout) == ("concat", "mlp")
 
 
 def test_camera_dims_keep_what_only_the_camera_shows_in_its_own_part_of_the_latent(oscillator):

@@ -25,6 +25,7 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     assert model.linear_path is False and model.camera_only == ("cube",)
     assert model.camera_reader == "keypoints"  # the arm's camera: keypoints only
     assert model.camera_dims == 16
+    assert (model.keypoint_pooling, model.camera_readout) == ("presence", "linear")
     assert scene_model("cartpole", camera=True).camera_reader == "cnn"
     # a camera beside all the sensors (`twin train --camera`), or camera-only (it must show the
     # arm too, not only coloured cubes): the global defaults
@@ -68,3 +69,22 @@ def test_a_lineage_written_before_scene_options_regenerates_the_home_placement()
     x = names.index("cube0_x")
     assert abs(old.episodes[0].obs[0, x] - 0.55) <= 0.03 + 1e-6  # cube 0's home, +- 3 cm
     assert old.episodes[0].frames.shape == (3, 64, 64, 3)
+
+
+@pytest.mark.parametrize(("scene", "camera"), [("cartpole", False), ("arm", True)])
+def test_generation_in_two_processes_gives_the_same_data_as_in_one(scene: str, camera: bool) -> None:
+    """One process per controller, the random draws made up front: the episodes (observations,
+    actions, frames, ground truth) are bit-identical to a single process's, in the same order."""
+    import numpy as np
+
+    from twin.model.generate import GenerateConfig, generate
+
+    config = GenerateConfig(scene, 5, steps=12, seed=4, camera=camera)
+    one, two = generate(config, workers=1), generate(config, workers=2)
+    assert len(one.episodes) == len(two.episodes) == 5
+    for a, b in zip(one.episodes, two.episodes, strict=True):
+        for x, y in ((a.obs, b.obs), (a.actions, b.actions), (a.frames, b.frames), (a.extra, b.extra)):
+            assert (x is None and y is None) or np.array_equal(x, y)
+    assert not np.array_equal(one.episodes[0].actions, one.episodes[2].actions)  # not one episode, repeated
+    with pytest.raises(ValueError, match="workers"):
+        generate(config, workers=3)

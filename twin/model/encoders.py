@@ -9,9 +9,9 @@
   (:class:`SpatialSoftmax`), so where a small object is survives the downsampling.
 * :class:`PixelKeypointEncoder`: keypoints only, (B, 2, 3, 64, 64) uint8 -> (B, D): a colour
   classifier of 2 x 2 pixel patches (maps at 32 x 32), each map read by
-  :class:`SpatialSoftmax`, for both frames; nothing else of the image reaches the latent, so
-  the encoder can say where coloured objects are and cannot tell training scenes apart by
-  anything else.
+  :class:`SpatialSoftmax`, for both frames (or pooled over them by presence); nothing else of
+  the image reaches the latent, so the encoder can say where coloured objects are and cannot
+  tell training scenes apart by anything else.
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
   mixing; ``sensors=False`` makes it camera-only; ``carry=True`` appends the latest observed
   features (hidden columns zeroed) to the learned embedding.
@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 import torch
@@ -120,30 +121,63 @@ class PixelKeypointEncoder(nn.Module):
     Each 2 x 2 pixel patch goes through the same small MLP (a 2x2 stride-2 convolution, then
     1x1 convolutions, ``channels`` wide) to ``keypoints`` logits at 32 x 32;
     :class:`SpatialSoftmax` turns each map into the expected (x, y) of what lit it up. Both
-    frames are read with the same weights (where, and where a step ago), and a linear layer
-    mixes the ``4 * keypoints`` coordinates into the latent.
+    frames are read with the same weights, and a linear layer mixes the coordinates into the
+    latent. ``pooling``: ``"concat"`` mixes all ``4 * keypoints`` coordinates of both frames
+    (where, and where a step ago); ``"presence"`` first pools each keypoint over the frames,
+    weighted by how strongly its map lit up in each (a softmax over frames of the map's
+    log-mean-exp, see :meth:`presence`, times a learned gain, plus a learned bias per frame),
+    so the latent gets
+    ``2 * keypoints`` coordinates: where the colour is, read from the frame that shows it best.
 
-    Why: on the arm's camera, a strided CNN reading 34 training episodes memorised them (train
-    loss 0.005, test R^2 < 0), while a patch colour classifier cannot tell scenes apart by
-    anything but where its colours are. Patches, not pixels: the same accuracy at a quarter of
-    the cost (1.5 s -> 0.17 s forward and backward for 288 frame pairs on 2 cores). The
-    temperature starts sharp (e^-3): a soft-argmax starting near uniform points at the centre
-    and learns slowly (docs/model.md, "The arm's camera")."""
+    Why keypoints: on the arm's camera, a strided CNN reading 34 training episodes memorised
+    them (train loss 0.005, test R^2 < 0), while a patch colour classifier cannot tell scenes
+    apart by anything but where its colours are. Patches, not pixels: the same accuracy at a
+    quarter of the cost (1.5 s -> 0.17 s forward and backward for 288 frame pairs on 2 cores).
+    The temperature starts sharp (e^-3): a soft-argmax starting near uniform points at the
+    centre and learns slowly. Why presence pooling: read out linearly, it generalised to unseen
+    cube placements best (supervised cube x, y from frames, 1,000 steps: test R^2 0.963,
+    against 0.950 with both frames' coordinates and 0.940 with an MLP head; docs/model.md,
+    "The arm's camera")."""
 
-    def __init__(self, latent_dim: int, channels: int = 16, keypoints: int = 8, size: int = 64) -> None:
+    def __init__(
+        self, latent_dim: int, channels: int = 16, keypoints: int = 8, size: int = 64, pooling: str = "concat"
+    ) -> None:
         super().__init__()
+        if pooling not in KEYPOINT_POOLING:
+            raise ValueError(f"PixelKeypointEncoder(pooling={pooling!r}) must be one of {KEYPOINT_POOLING}")
         c = channels
+        self.pooling = pooling
         self.maps = nn.Sequential(
             nn.Conv2d(3, c, 2, stride=2), nn.SiLU(), nn.Conv2d(c, c, 1), nn.SiLU(), nn.Conv2d(c, keypoints, 1)
         )
         self.points = SpatialSoftmax(size // 2, size // 2, log_temperature=-3.0)
-        self.out = nn.Linear(4 * keypoints, latent_dim)
+        self.frame_bias: nn.Parameter | None = None
+        if pooling == "presence":  # the latest frame a little ahead at the start
+            self.frame_bias = nn.Parameter(torch.tensor([-1.0, 0.0]))
+            self.presence_gain = nn.Parameter(torch.tensor(1.0))
+        self.out = nn.Linear((2 if pooling == "presence" else 4) * keypoints, latent_dim)
+
+    def presence(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) logits -> (B, K): log of the mean of ``exp(logit / temperature)`` over the
+        map (0 for a flat map; large where a few cells light up), scaled by 0.1."""
+        scaled = maps.flatten(2) / self.points.log_temperature.exp()
+        return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b = frames.shape[0]
         pixels = frames[:, -2:].flatten(0, 1).float() / 255.0 - 0.5  # (2B, 3, H, W)
-        points = self.points(self.maps(pixels)).reshape(b, -1)  # (B, 2 frames x 2K)
-        return self.out(points)
+        maps = self.maps(pixels)
+        points = self.points(maps)  # (2B, 2K)
+        if self.frame_bias is None:
+            return self.out(points.reshape(b, -1))  # (B, 2 frames x 2K)
+        k = maps.shape[1]
+        logits = self.presence_gain * self.presence(maps).reshape(b, 2, k) + self.frame_bias[:, None]
+        weights = torch.softmax(logits, dim=1)
+        pooled = (points.reshape(b, 2, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
+        return self.out(pooled.reshape(b, 2 * k))
+
+
+KEYPOINT_POOLING = ("concat", "presence")
 
 
 class FusedEncoder(nn.Module):

@@ -11,7 +11,10 @@ function of the state and a model could ignore them).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,35 +131,91 @@ def extra_truth(scene: Any) -> np.ndarray | None:
     return None if poses is None else np.asarray(poses(), dtype=np.float64).ravel()
 
 
-def generate(config: GenerateConfig) -> Dataset:
-    """Simulate ``config.episodes`` episodes (deterministic for a given config)."""
+def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
+    """Simulate ``config.episodes`` episodes (deterministic for a given config).
+
+    ``workers``: 1, or 2 processes side by side, one per controller (None: 2 where there are
+    two CPU cores and at least :data:`PARALLEL_MIN_EPISODES` episodes; halves the time of a
+    camera run's rendering). Every episode's random draws are made here first, in the order a
+    single process makes them, so the data are the same either way (tested)."""
     from sim.registry import make_scene
     from sim.scene import SceneConfig
 
     started = time.perf_counter()
-    scenes = {
-        c: make_scene(config.scene, SceneConfig(seed=config.seed, controller=c, options=config.scene_options))
-        for c in ("default", "random")
-    }
+    probe = make_scene(config.scene, SceneConfig(seed=config.seed, options=config.scene_options))
     try:
-        schema = scenes["default"].schema()
+        schema = probe.schema()
+    finally:
+        probe.close()
+    low = np.array([a.low for a in schema.actuators])
+    high = np.array([a.high for a in schema.actuators])
+    rng = np.random.default_rng([config.seed, 11])
+    plans = []
+    for index in range(config.episodes):
+        amp = float(rng.uniform(0.0, config.push))
+        plans.append(
+            (index, config.seed * 100_003 + index, _pushes(rng, config.episode_steps, low, high, amp))
+        )
+    if workers is None:
+        workers = 2 if config.episodes >= PARALLEL_MIN_EPISODES and (os.cpu_count() or 1) > 1 else 1
+    if workers not in (1, 2):
+        raise ValueError(f"generate(workers={workers!r}) must be 1 or 2 (one process per controller)")
+    jobs = [(config, c, plans[k::2]) for k, c in enumerate(CONTROLLERS) if plans[k::2]]
+    if workers == 1:
+        done = [item for job in jobs for item in _simulate(*job)]
+    else:
+        # fork where there is one: the children run only PyBullet and numpy (no torch, whose
+        # threads do not survive a fork), and a spawned child would re-import the caller's
+        # main module, which a script without a main guard cannot survive
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            done = [item for part in pool.map(_simulate, *zip(*jobs, strict=True)) for item in part]
+    episodes = tuple(episode for _, episode in sorted(done, key=lambda item: item[0]))
+    elapsed = time.perf_counter() - started
+    log.info(
+        "generated %d %s episodes in %.1f s (%d processes)", config.episodes, config.scene, elapsed, workers
+    )
+    ticks = max(1, round(schema.rate_hz / config.control_hz))
+    lineage = {**config.lineage(), "ticks_per_step": ticks, "generate_s": round(elapsed, 2)}
+    return Dataset(schema, episodes, config.control_hz, lineage)
+
+
+PARALLEL_MIN_EPISODES = 16
+"""Fewer episodes than this are simulated in the calling process (a second process is not worth
+starting for a few short episodes)."""
+
+
+CONTROLLERS = ("default", "random")
+"""The scene's controllers, alternating by episode: even indices the scripted one, odd ones
+random excitation with centring."""
+
+
+def _simulate(
+    config: GenerateConfig, controller: str, plans: list[tuple[int, int, np.ndarray]]
+) -> list[tuple[int, Episode]]:
+    """Episodes ``(index, reset seed, pushes (steps, A))``, in order, on one scene of
+    ``controller``. One scene per controller, as a single process has always run them: an
+    episode starts from ``scene.reset(seed)``, but the arm's episodes still depend on the ones
+    run before them on the same scene (PyBullet keeps some state across a reset: noticed, left
+    alone, since fixing it would change every generated lineage), so the episodes of a
+    controller stay on one scene, in order."""
+    from sim.registry import make_scene
+    from sim.scene import SceneConfig
+
+    scene = make_scene(
+        config.scene, SceneConfig(seed=config.seed, controller=controller, options=config.scene_options)
+    )
+    try:
+        schema = scene.schema()
         ticks = max(1, round(schema.rate_hz / config.control_hz))
         low = np.array([a.low for a in schema.actuators])
         high = np.array([a.high for a in schema.actuators])
-        rng = np.random.default_rng([config.seed, 11])
-        episodes = []
-        for index in range(config.episodes):
-            scene = scenes["default" if index % 2 == 0 else "random"]
-            episodes.append(
-                _episode(scene, config, ticks, low, high, rng, seed=config.seed * 100_003 + index)
-            )
+        return [
+            (index, _episode(scene, config, ticks, low, high, pushes, seed)) for index, seed, pushes in plans
+        ]
     finally:
-        for scene in scenes.values():
-            scene.close()
-    elapsed = time.perf_counter() - started
-    log.info("generated %d %s episodes in %.1f s", config.episodes, config.scene, elapsed)
-    lineage = {**config.lineage(), "ticks_per_step": ticks, "generate_s": round(elapsed, 2)}
-    return Dataset(schema, tuple(episodes), config.control_hz, lineage)
+        scene.close()
 
 
 def _episode(
@@ -165,12 +224,11 @@ def _episode(
     ticks: int,
     low: np.ndarray,
     high: np.ndarray,
-    rng: np.random.Generator,
+    pushes: np.ndarray,
     seed: int,
 ) -> Episode:
     scene.reset(seed)
     steps = config.episode_steps
-    pushes = _pushes(rng, steps, low, high, float(rng.uniform(0.0, config.push)))
     limit = config.rate * (high - low) / 2 if config.rate > 0 else None
     obs = [scene.observe()]
     frames = [scene.camera()[0]] if config.camera else None

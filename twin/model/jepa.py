@@ -17,6 +17,7 @@ from torch import nn
 from twin.model.blend import HorizonBlend
 from twin.model.data import FeatureMap
 from twin.model.encoders import (
+    KEYPOINT_POOLING,
     ActionEncoder,
     CameraEncoder,
     FusedEncoder,
@@ -83,6 +84,14 @@ class ModelConfig:
     and hold what the predictor wrote after a step). 0: summed, and read from all of z. On the
     arm's camera the readout otherwise learned the cubes of the training episodes from the
     arm's own state (train R^2 0.79, test 0.13; docs/model.md, "The arm's camera")."""
+    keypoint_pooling: str = "concat"
+    """With ``camera_reader="keypoints"``: ``"concat"`` puts both frames' keypoint coordinates
+    into the latent, ``"presence"`` each keypoint's coordinates pooled over the frames by how
+    strongly its map lit up (see :class:`~twin.model.encoders.PixelKeypointEncoder`)."""
+    camera_readout: str = "mlp"
+    """With ``camera_dims``: how the ``camera_only`` columns are read from the camera's
+    dimensions, ``"mlp"`` or ``"linear"`` (a linear probe; see
+    :class:`~twin.model.predictor.Readout`)."""
     camera_only: tuple[str, ...] = ()
     """Sensor name prefixes the model may learn only from the camera (e.g. ``("cube",)``: the
     arm's object poses): their features are zeroed at the encoder's input, still read out."""
@@ -113,6 +122,23 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.camera_dims={self.camera_dims!r} needs camera_only columns, "
                 f"carry_observation=True and 0 < camera_dims < latent_dim={self.latent_dim}"
+            )
+        if self.keypoint_pooling not in KEYPOINT_POOLING:
+            raise ValueError(
+                f"ModelConfig.keypoint_pooling={self.keypoint_pooling!r} must be one of {KEYPOINT_POOLING}"
+            )
+        if self.keypoint_pooling != "concat" and self.camera_reader != "keypoints":
+            raise ValueError(
+                f"ModelConfig.keypoint_pooling={self.keypoint_pooling!r} needs camera_reader='keypoints'"
+            )
+        if self.camera_readout not in CAMERA_READOUTS:
+            raise ValueError(
+                f"ModelConfig.camera_readout={self.camera_readout!r} must be one of {CAMERA_READOUTS}"
+            )
+        if self.camera_readout != "mlp" and not self.camera_dims:
+            raise ValueError(
+                f"ModelConfig.camera_readout={self.camera_readout!r} reads the camera's dimensions: "
+                "needs camera_dims > 0"
             )
         if self.camera_reader not in CAMERA_READERS:
             raise ValueError(
@@ -151,6 +177,7 @@ class ModelConfig:
 
 
 CAMERA_READERS = ("cnn", "keypoints")
+CAMERA_READOUTS = ("mlp", "linear")
 
 LEGACY_DEFAULTS: dict[str, Any] = {"carry_observation": False}
 """Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
@@ -252,7 +279,9 @@ def build_model(
     )
     camera: CameraEncoder | PixelKeypointEncoder | None = None
     if config.camera and config.camera_reader == "keypoints":
-        camera = PixelKeypointEncoder(d, config.camera_channels, config.camera_keypoints or 8)
+        camera = PixelKeypointEncoder(
+            d, config.camera_channels, config.camera_keypoints or 8, pooling=config.keypoint_pooling
+        )
     elif config.camera:
         camera = CameraEncoder(d, config.camera_channels, config.camera_keypoints)
     return JepaWorldModel(
@@ -275,6 +304,7 @@ def build_model(
             config.carry_observation,
             hidden_columns,
             (d - config.camera_dims, d) if config.camera_dims else None,
+            config.camera_readout == "linear",
         ),
         InverseDynamics(z_dim, n_actions, config.hidden),
     )

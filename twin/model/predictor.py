@@ -133,6 +133,11 @@ class Readout(nn.Module):
     columns are read from (None: all of z); the camera's own part of the latent
     (``ModelConfig.camera_dims``), so that what only the camera shows is read from what the
     camera saw (and what the predictor made of it), not guessed from the other sensors.
+    ``derived_linear``: read the derived columns from those dimensions by a linear map (a
+    linear probe) instead of an MLP: with a keypoint camera reader, a position on the table is
+    an affine function of where its colour is in the image, and a linear map cannot memorise
+    the training scenes' placements (supervised cube x, y from keypoints: test R^2 0.950
+    linear against 0.940 MLP; docs/model.md, "The arm's camera").
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class Readout(nn.Module):
         skip: bool = False,
         derived: tuple[int, ...] = (),
         derived_from: tuple[int, int] | None = None,
+        derived_linear: bool = False,
     ) -> None:
         super().__init__()
         self.n_features = n_features
@@ -151,8 +157,12 @@ class Readout(nn.Module):
         self.derived_from = derived_from
         if derived_from is not None and not (skip and derived):
             raise ValueError("Readout(derived_from=...) reads derived columns: needs skip=True and derived")
+        if derived_linear and derived_from is None:
+            raise ValueError("Readout(derived_linear=True) reads the derived_from dimensions: give them")
         width = latent_dim if derived_from is None else derived_from[1] - derived_from[0]
-        self.mean = mlp([width, hidden, hidden, n_features])
+        self.mean = (
+            nn.Linear(width, n_features) if derived_linear else mlp([width, hidden, hidden, n_features])
+        )
         self.scale = mlp([latent_dim, hidden // 2, n_sensors])
         mask = torch.zeros(n_features)
         mask[list(derived)] = 1.0

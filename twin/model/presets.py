@@ -28,11 +28,18 @@ SCENE_MODEL: dict[str, dict[str, Any]] = {"arm": {"linear_path": True}}
 The arm: a linear predictor path (NRMSE h1/h10/h50 0.438/0.767/0.883 -> 0.378/0.718/0.856 in
 the same run; on the cartpole it cost 5% at h50, so it is not global)."""
 
-SCENE_CAMERA_MODEL: dict[str, dict[str, Any]] = {"arm": {"camera_reader": "keypoints", "camera_dims": 16}}
+SCENE_CAMERA_MODEL: dict[str, dict[str, Any]] = {
+    "arm": {
+        "camera_reader": "keypoints",
+        "camera_dims": 16,
+        "keypoint_pooling": "presence",
+        "camera_readout": "linear",
+    }
+}
 """Runs of a scene whose camera shows what its sensors do not (``camera_only``):
 :class:`ModelConfig` fields that differ from its defaults. The arm: its camera shows the cubes,
-read by keypoints only, into a part of the latent of their own (docs/model.md, "The arm's
-camera")."""
+read by keypoints only (pooled over the frames by presence), into a part of the latent of
+their own, read out linearly (docs/model.md, "The arm's camera")."""
 
 SCENE_OBJECTIVE: dict[str, dict[str, Any]] = {"arm": {"sensor_loss": "huber"}}
 """Sensor-vector runs of a scene: :class:`ObjectiveConfig` fields that differ from its
