@@ -126,8 +126,8 @@ class PixelKeypointEncoder(nn.Module):
     (where, and where a step ago); ``"presence"`` first pools each keypoint over the frames,
     weighted by how strongly its map lit up in each (a softmax over frames of the map's
     log-mean-exp, see :meth:`presence`, times a learned gain, plus a learned bias per frame),
-    so the latent gets
-    ``2 * keypoints`` coordinates: where the colour is, read from the frame that shows it best.
+    so the latent gets ``2 * keypoints`` coordinates: where the colour is, read from the frame
+    that shows it best.
 
     Why keypoints: on the arm's camera, a strided CNN reading 34 training episodes memorised
     them (train loss 0.005, test R^2 < 0), while a patch colour classifier cannot tell scenes
@@ -158,8 +158,9 @@ class PixelKeypointEncoder(nn.Module):
         self.out = nn.Linear((2 if pooling == "presence" else 4) * keypoints, latent_dim)
 
     def presence(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, K, H, W) logits -> (B, K): log of the mean of ``exp(logit / temperature)`` over the
-        map (0 for a flat map; large where a few cells light up), scaled by 0.1."""
+        """(B, K, H, W) logits -> (B, K): 0.1 x the log of the mean of ``exp(logit /
+        temperature)`` over the map's cells: near the highest logit where a few cells stand out
+        (what the soft-argmax follows), near the mean logit where none does."""
         scaled = maps.flatten(2) / self.points.log_temperature.exp()
         return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -135,8 +136,8 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     """Simulate ``config.episodes`` episodes (deterministic for a given config).
 
     ``workers``: 1, or 2 processes side by side, one per controller (None: 2 where there are
-    two CPU cores and at least :data:`PARALLEL_MIN_EPISODES` episodes; halves the time of a
-    camera run's rendering). Every episode's random draws are made here first, in the order a
+    two CPU cores and at least :data:`PARALLEL_MIN_EPISODES` episodes; 1.7x faster for the arm's
+    camera episodes on 2 cores). Every episode's random draws are made here first, in the order a
     single process makes them, so the data are the same either way (tested)."""
     from sim.registry import make_scene
     from sim.scene import SceneConfig
@@ -157,18 +158,21 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
             (index, config.seed * 100_003 + index, _pushes(rng, config.episode_steps, low, high, amp))
         )
     if workers is None:
-        workers = 2 if config.episodes >= PARALLEL_MIN_EPISODES and (os.cpu_count() or 1) > 1 else 1
+        workers = 2 if config.episodes >= PARALLEL_MIN_EPISODES and _cores() > 1 else 1
     if workers not in (1, 2):
         raise ValueError(f"generate(workers={workers!r}) must be 1 or 2 (one process per controller)")
-    jobs = [(config, c, plans[k::2]) for k, c in enumerate(CONTROLLERS) if plans[k::2]]
+    ticks = max(1, round(schema.rate_hz / config.control_hz))
+    bounds = (low, high)
+    jobs = [(config, c, ticks, bounds, plans[k::2]) for k, c in enumerate(EPISODE_CONTROLLERS) if plans[k::2]]
     if workers == 1:
         done = [item for job in jobs for item in _simulate(*job)]
     else:
-        # fork where there is one: the children run only PyBullet and numpy (no torch, whose
-        # threads do not survive a fork), and a spawned child would re-import the caller's
-        # main module, which a script without a main guard cannot survive
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        # fork on Linux: the children run only PyBullet and numpy (no torch, whose threads do
+        # not survive a fork; logging resets its locks), and a spawned child would re-import
+        # the caller's main module, which a script without a main guard cannot survive. Each
+        # child sends its half back in one pickle (the arm's 120 camera episodes: ~150 MB).
+        linux = sys.platform.startswith("linux")
+        context = multiprocessing.get_context("fork" if linux else "spawn")
         with ProcessPoolExecutor(2, mp_context=context) as pool:
             done = [item for part in pool.map(_simulate, *zip(*jobs, strict=True)) for item in part]
     episodes = tuple(episode for _, episode in sorted(done, key=lambda item: item[0]))
@@ -176,7 +180,6 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     log.info(
         "generated %d %s episodes in %.1f s (%d processes)", config.episodes, config.scene, elapsed, workers
     )
-    ticks = max(1, round(schema.rate_hz / config.control_hz))
     lineage = {**config.lineage(), "ticks_per_step": ticks, "generate_s": round(elapsed, 2)}
     return Dataset(schema, episodes, config.control_hz, lineage)
 
@@ -186,13 +189,23 @@ PARALLEL_MIN_EPISODES = 16
 starting for a few short episodes)."""
 
 
-CONTROLLERS = ("default", "random")
-"""The scene's controllers, alternating by episode: even indices the scripted one, odd ones
-random excitation with centring."""
+EPISODE_CONTROLLERS = ("default", "random")
+"""The scene controllers generated episodes alternate between (of ``sim.scene.CONTROLLERS``):
+even indices the scripted one, odd ones random excitation with centring."""
+
+
+def _cores() -> int:
+    """CPU cores this process may run on (the container's share, not the host's)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _simulate(
-    config: GenerateConfig, controller: str, plans: list[tuple[int, int, np.ndarray]]
+    config: GenerateConfig,
+    controller: str,
+    ticks: int,
+    bounds: tuple[np.ndarray, np.ndarray],
+    plans: list[tuple[int, int, np.ndarray]],
 ) -> list[tuple[int, Episode]]:
     """Episodes ``(index, reset seed, pushes (steps, A))``, in order, on one scene of
     ``controller``. One scene per controller, as a single process has always run them: an
@@ -207,12 +220,8 @@ def _simulate(
         config.scene, SceneConfig(seed=config.seed, controller=controller, options=config.scene_options)
     )
     try:
-        schema = scene.schema()
-        ticks = max(1, round(schema.rate_hz / config.control_hz))
-        low = np.array([a.low for a in schema.actuators])
-        high = np.array([a.high for a in schema.actuators])
         return [
-            (index, _episode(scene, config, ticks, low, high, pushes, seed)) for index, seed, pushes in plans
+            (index, _episode(scene, config, ticks, bounds, pushes, seed)) for index, seed, pushes in plans
         ]
     finally:
         scene.close()
@@ -222,11 +231,14 @@ def _episode(
     scene: Any,
     config: GenerateConfig,
     ticks: int,
-    low: np.ndarray,
-    high: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray],
     pushes: np.ndarray,
     seed: int,
 ) -> Episode:
+    """One episode from ``scene.reset(seed)``: ``pushes`` (steps, A) added to the scene's own
+    control, clipped to ``bounds`` (low, high) and rate-limited, each action held ``ticks``
+    physics ticks."""
+    low, high = bounds
     scene.reset(seed)
     steps = config.episode_steps
     limit = config.rate * (high - low) / 2 if config.rate > 0 else None

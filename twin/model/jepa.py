@@ -179,7 +179,11 @@ class ModelConfig:
 CAMERA_READERS = ("cnn", "keypoints")
 CAMERA_READOUTS = ("mlp", "linear")
 
-LEGACY_DEFAULTS: dict[str, Any] = {"carry_observation": False}
+LEGACY_DEFAULTS: dict[str, Any] = {
+    "carry_observation": False,
+    "keypoint_pooling": "concat",
+    "camera_readout": "mlp",
+}
 """Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
 reproduces those checkpoints."""
 
