@@ -388,6 +388,40 @@ def test_pixel_keypoint_reader_learns_where_a_coloured_square_is(pooling):
     assert isinstance(model.encoder.camera, PixelKeypointEncoder)
 
 
+def test_frame_pairs_read_each_shared_frame_once_and_give_what_the_pairs_give():
+    """Training windows share frames: :class:`FramePairs` holds each once, every camera encoder
+    reads it to the same embedding as the pairs gathered, and ``encoder_windows`` builds them
+    from a batch's (previous, latest) frames."""
+    import numpy as np
+
+    from twin.model.data import Windows
+    from twin.model.encoders import CameraEncoder, FramePairs, PixelKeypointEncoder
+    from twin.model.losses import encoder_windows
+
+    torch.manual_seed(0)
+    shared = FramePairs(
+        torch.randint(0, 255, (5, 3, 64, 64), dtype=torch.uint8),
+        torch.tensor([[0, 1], [1, 2], [2, 3], [4, 2]]),
+    )
+    encoders = (
+        PixelKeypointEncoder(8, keypoints=3),
+        PixelKeypointEncoder(8, keypoints=3, pooling="presence"),
+        CameraEncoder(8, channels=4),
+    )
+    for encoder in encoders:
+        with torch.no_grad():
+            assert torch.allclose(encoder(shared), encoder(shared.gather()), atol=1e-5)
+    bank = torch.randint(0, 255, (20, 3, 64, 64), dtype=torch.uint8)
+    index = torch.tensor([list(range(3, 9)), list(range(10, 16))])  # history 2 + 4 steps each
+    batch = Windows(torch.zeros(2, 6, 1), torch.zeros(2, 4, 1), np.zeros((2, 6, 1)), bank, index)
+    _, frames = encoder_windows(batch, 2)
+    assert frames is not None and len(frames) == 10 and len(frames.frames) == 12  # 20 reads -> 12
+    pairs = torch.stack([index[:, :-1], index[:, 1:]], dim=2).reshape(-1, 2)
+    assert torch.equal(frames.gather(), bank[pairs])
+    with pytest.raises(ValueError, match="FramePairs"):
+        FramePairs(bank, torch.zeros(3, 3, dtype=torch.long))
+
+
 def test_presence_pooling_reads_each_keypoint_from_the_frame_that_shows_it():
     """``pooling="presence"``: a keypoint whose colour the latest frame does not show (a cube
     under the arm) is read from the previous frame, one that only the latest shows from that."""

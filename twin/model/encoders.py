@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
@@ -57,6 +58,31 @@ class SensorEncoder(nn.Module):
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         return self.net((window * self.keep).flatten(1))
+
+
+@dataclass(frozen=True, slots=True)
+class FramePairs:
+    """Frame pairs that share frames, each frame stored once: ``frames`` (M, 3, 64, 64) uint8,
+    ``pairs`` (N, 2) long indices into them (previous, latest). A training window's 9
+    overlapping pairs hold 10 frames, not 18: an encoder that reads frames one by one
+    (:class:`PixelKeypointEncoder`) reads each once."""
+
+    frames: torch.Tensor
+    pairs: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
+            raise ValueError(
+                f"FramePairs needs frames (M, 3, H, W) and pairs (N, 2), got "
+                f"{tuple(self.frames.shape)} and {tuple(self.pairs.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def gather(self) -> torch.Tensor:
+        """(N, 2, 3, H, W): the pairs as separate frames."""
+        return self.frames[self.pairs]
 
 
 class SpatialSoftmax(nn.Module):
@@ -105,7 +131,8 @@ class CameraEncoder(nn.Module):
                 nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, keypoints, 1), SpatialSoftmax(32, 32)
             )
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor | FramePairs) -> torch.Tensor:
+        frames = frames.gather() if isinstance(frames, FramePairs) else frames
         pixels = frames.float() / 255.0
         latest, previous = pixels[:, -1], pixels[:, -2]
         stem = self.net[:2](torch.cat([latest - 0.5, latest - previous], dim=1))
@@ -164,15 +191,21 @@ class PixelKeypointEncoder(nn.Module):
         scaled = maps.flatten(2) / self.points.log_temperature.exp()
         return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        b = frames.shape[0]
-        pixels = frames[:, -2:].flatten(0, 1).float() / 255.0 - 0.5  # (2B, 3, H, W)
-        maps = self.maps(pixels)
-        points = self.points(maps)  # (2B, 2K)
+    def forward(self, frames: torch.Tensor | FramePairs) -> torch.Tensor:
+        """(B, >=2, 3, 64, 64) uint8, the last two read, or :class:`FramePairs` (each shared
+        frame read once) -> (B, latent_dim)."""
+        if isinstance(frames, FramePairs):
+            unique, pairs = frames.frames, frames.pairs
+        else:
+            unique = frames[:, -2:].flatten(0, 1)  # (2B, 3, H, W): previous, latest of each
+            pairs = torch.arange(len(unique), device=unique.device).reshape(-1, 2)
+        b = len(pairs)
+        maps = self.maps(unique.float() / 255.0 - 0.5)  # (M, K, H/2, W/2)
+        points = self.points(maps)[pairs]  # (B, 2, 2K)
         if self.frame_bias is None:
             return self.out(points.reshape(b, -1))  # (B, 2 frames x 2K)
         k = maps.shape[1]
-        logits = self.presence_gain * self.presence(maps).reshape(b, 2, k) + self.frame_bias[:, None]
+        logits = self.presence_gain * self.presence(maps)[pairs] + self.frame_bias[:, None]  # (B, 2, K)
         weights = torch.softmax(logits, dim=1)
         pooled = (points.reshape(b, 2, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
         return self.out(pooled.reshape(b, 2 * k))
@@ -218,14 +251,16 @@ class FusedEncoder(nn.Module):
         mixed = sensor is not None and camera is not None and not camera_dims
         self.mix = nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, latent_dim)) if mixed else None
 
-    def forward(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, frames: torch.Tensor | FramePairs | None = None
+    ) -> torch.Tensor:
         parts = []
         if self.sensor is not None:
             parts.append(self.sensor(features[:, -self.history :]))
         if self.camera is not None:
             if frames is None:
                 raise ValueError("this encoder needs camera frames (B, 2, 3, 64, 64)")
-            parts.append(self.camera(frames[:, -2:]))
+            parts.append(self.camera(frames if isinstance(frames, FramePairs) else frames[:, -2:]))
         if self.camera_dims:  # [sensor embedding, camera embedding], side by side
             z = torch.cat([parts[0][..., : -self.camera_dims], parts[1][..., -self.camera_dims :]], dim=-1)
         else:

@@ -20,6 +20,7 @@ from twin.model.encoders import (
     KEYPOINT_POOLING,
     ActionEncoder,
     CameraEncoder,
+    FramePairs,
     FusedEncoder,
     PixelKeypointEncoder,
     SensorEncoder,
@@ -216,7 +217,7 @@ class JepaWorldModel(nn.Module):
         """Per-horizon correction of forecasts read from rollouts (fitted after training on
         held-out windows, :func:`~twin.model.blend.fit_blend`; None: forecasts as read)."""
 
-    def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, features: torch.Tensor, frames: torch.Tensor | FramePairs | None = None) -> torch.Tensor:
         return self.encoder(features, frames)
 
     def next(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from torch.nn import functional
 
 from twin.model.data import FeatureMap, Windows
+from twin.model.encoders import FramePairs
 from twin.model.jepa import JepaWorldModel
 
 SENSOR_LOSSES = ("mse", "log_mse", "mse+log_mse", "huber")
@@ -171,8 +172,9 @@ class SensorResidual:
         return residual
 
 
-def encoder_windows(batch: Windows, history: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Every observed window of a batch: features (B*(K+1), history, F), frames (B*(K+1), 2, ...)."""
+def encoder_windows(batch: Windows, history: int) -> tuple[torch.Tensor, FramePairs | None]:
+    """Every observed window of a batch: features (B*(K+1), history, F), and its frame pairs
+    (B*(K+1) of them), each distinct frame once (consecutive windows share a frame)."""
     feats = batch.features.unfold(1, history, 1).permute(0, 1, 3, 2)  # (B, K+1, history, F)
     windows = feats.reshape(-1, history, feats.shape[-1])
     frames = None
@@ -180,7 +182,8 @@ def encoder_windows(batch: Windows, history: int) -> tuple[torch.Tensor, torch.T
         last = batch.frame_index[:, history - 1 :]  # (B, K+1) latest frame of each window
         previous = batch.frame_index[:, history - 2 : -1]
         pairs = torch.stack([previous, last], dim=2).reshape(-1, 2)
-        frames = batch.frame_bank[pairs]  # (B*(K+1), 2, 3, 64, 64)
+        distinct, local = torch.unique(pairs, return_inverse=True)
+        frames = FramePairs(batch.frame_bank[distinct], local)
     return windows, frames
 
 
