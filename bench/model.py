@@ -31,7 +31,12 @@ import torch  # noqa: E402
 
 from twin.model.jepa import ModelConfig  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
-from twin.model.presets import CAMERA_KEEP_LATER_WITHIN, scene_model, scene_objective  # noqa: E402
+from twin.model.presets import (  # noqa: E402
+    CAMERA_KEEP_LATER_WITHIN,
+    scene_model,
+    scene_objective,
+    scene_select_on,
+)
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
@@ -78,6 +83,7 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
                 train=camera,
                 baseline_train=base,
                 neural_baselines=False,
+                select_on=scene_select_on("arm", ("cube",)),
             ),
         },
     }

@@ -144,3 +144,37 @@ def test_a_fine_tuned_copy_keeps_the_inherited_blend_only_if_it_still_helps(blen
     model.blend.weights[..., 2] += 3.0  # fitted to some other network's bias
     assert _keep_blend(model, blended, held, 10) is False and model.blend is None
     assert _keep_blend(model, blended, held, 10) is None  # none to keep
+
+
+def test_select_on_scores_only_the_named_sensors_and_is_checked():
+    """``RunConfig.select_on``: the JEPA's best weights and early stopping follow the named
+    sensors' validation error; an unknown name is an error before training; runs stored
+    before the field select on every sensor."""
+    import dataclasses
+
+    from twin.model.baselines import NeuralForecaster
+    from twin.model.pipeline import prepare, train_jepa, validation
+    from twin.model.presets import scene_select_on
+
+    torch.manual_seed(0)
+    data = oscillator_data(episodes=12, steps=120)
+    config = dataclasses.replace(RUN, select_on=("position",))
+    prepared = prepare(data, config, seed=1)
+    model, result = train_jepa(prepared, config, seed=1)
+    forecaster = NeuralForecaster(model, prepared.features, config.model.history)
+    selected = validation(forecaster, prepared, [2])
+    assert result.best_val == pytest.approx(selected, rel=1e-6)  # the kept weights' score is theirs
+    every = validation(forecaster, prepared)
+    per_sensor = [validation(forecaster, prepared, [i]) for i in range(3)]
+    assert every == pytest.approx(np.mean(per_sensor)) and selected == per_sensor[2] != every
+    with pytest.raises(ValueError, match="no sensor named"):
+        train_jepa(prepared, dataclasses.replace(RUN, select_on=("pressure",)), seed=1)
+    with pytest.raises(ValueError, match="select_on"):
+        RunConfig(select_on=("",))
+    assert RunConfig.from_dict(config.to_dict()).select_on == ("position",)
+    legacy = config.to_dict()
+    del legacy["select_on"]
+    assert RunConfig.from_dict(legacy).select_on == ()
+    assert scene_select_on("arm", ("cube",)) == tuple(f"cube{k}_{a}" for k in range(3) for a in "xy")
+    assert scene_select_on("arm", ("cube1",)) == ("cube1_x", "cube1_y")
+    assert scene_select_on("arm", ()) == () and scene_select_on("cartpole", ("pole",)) == ()

@@ -276,6 +276,46 @@ def test_linear_path_starts_at_zero_and_adds_a_z_plus_b_e():
     assert ModelConfig.from_dict(stored).linear_path is False
 
 
+def test_input_clip_reads_a_state_far_outside_the_data_as_the_edge_of_it():
+    """``input_clip``: the sensor encoder and the predictor's MLP read every value clamped to
+    ``[-c, c]``, so a feature 8 std out (the arm's cube on the floor) gives the MLPs what 4 std
+    gives; inside the range nothing changes, and the residual and linear path keep z exact."""
+    from twin.model.encoders import SensorEncoder
+    from twin.model.predictor import LatentPredictor
+
+    torch.manual_seed(0)
+    plain = LatentPredictor(6, 3, 16, 2, "film", linear=True)
+    clipped = LatentPredictor(6, 3, 16, 2, "film", linear=True, clip=4.0)
+    clipped.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        clipped.lin_z.weight.copy_(torch.randn(6, 6) * 0.1)
+        plain.lin_z.weight.copy_(clipped.lin_z.weight)
+    z, e = torch.randn(5, 6).clamp(-3, 3), torch.randn(5, 3)
+    far, edge = z.clone(), z.clone()
+    far[:, 2], edge[:, 2] = -8.0, -4.0
+    with torch.no_grad():
+        torch.testing.assert_close(clipped(z, e), plain(z, e))
+        # the MLP's step is that of the edge; the residual and the linear path see -8
+        mlp_far = clipped(far, e) - far - clipped.lin_z(far) - clipped.lin_a(e)
+        mlp_edge = plain(edge, e) - edge - plain.lin_z(edge) - plain.lin_a(e)
+        torch.testing.assert_close(mlp_far, mlp_edge, rtol=0, atol=1e-5)
+        assert not torch.allclose(plain(far, e) - far, plain(edge, e) - edge, atol=1e-3)
+    encoder = SensorEncoder(4, 2, 8, 16, clip=4.0)
+    window = torch.randn(3, 2, 4).clamp(-3, 3)
+    out_far, out_edge = window.clone(), window.clone()
+    out_far[:, -1, 0], out_edge[:, -1, 0] = 9.0, 4.0
+    torch.testing.assert_close(encoder(out_far), encoder(out_edge))
+    torch.testing.assert_close(encoder(window), encoder.net(window.flatten(1)))
+    with pytest.raises(ValueError, match="input_clip"):
+        ModelConfig(input_clip=-1.0)
+    with pytest.raises(ValueError, match="input_clip"):
+        ModelConfig(input_clip=math.inf)
+    stored = {k: v for k, v in ModelConfig(input_clip=4.0).to_dict().items() if k != "input_clip"}
+    assert ModelConfig.from_dict(stored).input_clip == 0.0
+    model = build_model(ModelConfig(input_clip=4.0), 5, 5, 2)
+    assert model.predictor.clip == 4.0 and model.encoder.sensor.clip == 4.0
+
+
 def test_huber_feature_loss_is_mse_for_small_errors_and_linear_for_outliers():
     from twin.model.losses import HUBER_DELTA, feature_loss
 

@@ -11,6 +11,8 @@ from twin.model.presets import CAMERA_ROLLOUT_STEPS, scene_model, scene_objectiv
 
 def test_arm_sensor_runs_get_its_overrides() -> None:
     assert scene_model("arm").linear_path is True
+    assert scene_model("arm").input_clip == 4.0
+    assert scene_model("arm", camera=True, camera_only=("cube",)).input_clip == 0.0
     assert scene_objective("arm").sensor_loss == "huber"
 
 
@@ -37,7 +39,7 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
 
 
 def test_explicit_fields_override_the_scene() -> None:
-    assert scene_model("arm", linear_path=False, hidden=64) == ModelConfig(hidden=64)
+    assert scene_model("arm", linear_path=False, input_clip=0.0, hidden=64) == ModelConfig(hidden=64)
     assert scene_objective("arm", sensor_loss="mse", rollout_steps=4) == ObjectiveConfig(rollout_steps=4)
 
 

@@ -68,7 +68,12 @@ def train_command(
     from twin.model.generate import SCENE_EPISODES
     from twin.model.jobs import DataSpec, load_data, train_job
     from twin.model.pipeline import RunConfig
-    from twin.model.presets import CAMERA_KEEP_LATER_WITHIN, scene_model, scene_objective
+    from twin.model.presets import (
+        CAMERA_KEEP_LATER_WITHIN,
+        scene_model,
+        scene_objective,
+        scene_select_on,
+    )
     from twin.model.train import TrainConfig
     from twin.settings import home
 
@@ -125,7 +130,9 @@ def train_command(
         keep_later_within=CAMERA_KEEP_LATER_WITHIN if hidden else 0.0,
     )
     objective = scene_objective(scene, camera=model.camera)
-    config = RunConfig(model=model, objective=objective, train=train)
+    config = RunConfig(
+        model=model, objective=objective, train=train, select_on=scene_select_on(scene, hidden)
+    )
     outcome = train_job(
         data,
         config,

@@ -39,7 +39,8 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequentia
 
 
 class SensorEncoder(nn.Module):
-    """(B, history, F) normalised features -> (B, latent_dim)."""
+    """(B, history, F) normalised features -> (B, latent_dim). ``clip`` > 0: each feature is
+    clamped to ``[-clip, clip]`` first (see ``ModelConfig.input_clip``)."""
 
     def __init__(
         self,
@@ -48,16 +49,21 @@ class SensorEncoder(nn.Module):
         latent_dim: int,
         hidden: int,
         hidden_columns: tuple[int, ...] = (),
+        clip: float = 0.0,
     ) -> None:
         super().__init__()
         self.history = history
+        self.clip = clip
         self.net = mlp([n_features * history, hidden, hidden, latent_dim])
         keep = torch.ones(n_features)
         keep[list(hidden_columns)] = 0.0
         self.register_buffer("keep", keep, persistent=False)  # not in checkpoints: from the config
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        return self.net((window * self.keep).flatten(1))
+        window = window * self.keep
+        if self.clip:
+            window = window.clamp(-self.clip, self.clip)
+        return self.net(window.flatten(1))
 
 
 @dataclass(frozen=True, slots=True)

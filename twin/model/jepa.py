@@ -7,6 +7,7 @@ Shapes: B batch, H horizon (control steps), D latent, F sensor features, S senso
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,6 +107,12 @@ class ModelConfig:
     linear_path: bool = False
     """Add a linear path to the predictor's step, ``z + A z + B e(a) + f(z, e(a))`` (zero at
     the start; see :class:`~twin.model.predictor.LatentPredictor`)."""
+    input_clip: float = 0.0
+    """Clamp every normalised value to ``[-input_clip, input_clip]`` where an MLP reads it: the
+    sensor encoder's window and the predictor MLP's latent (the carried features and the linear
+    path stay exact). A state far outside the training data (the arm's cube lying on the floor,
+    8 std below the table) then reads as the edge of the data instead of driving every output
+    off with it. 0: off."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
@@ -140,6 +147,10 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.camera_readout={self.camera_readout!r} reads the camera's dimensions: "
                 "needs camera_dims > 0"
+            )
+        if not (math.isfinite(self.input_clip) and self.input_clip >= 0):
+            raise ValueError(
+                f"ModelConfig.input_clip={self.input_clip!r} must be a finite number >= 0 (0 is off)"
             )
         if self.camera_reader not in CAMERA_READERS:
             raise ValueError(
@@ -184,6 +195,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "carry_observation": False,
     "keypoint_pooling": "concat",
     "camera_readout": "mlp",
+    "input_clip": 0.0,
 }
 """Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
 reproduces those checkpoints."""
@@ -278,7 +290,7 @@ def build_model(
     d = config.latent_dim
     z_dim = config.z_dim(n_features)
     sensor = (
-        SensorEncoder(n_features, config.history, d, config.hidden, hidden_columns)
+        SensorEncoder(n_features, config.history, d, config.hidden, hidden_columns, config.input_clip)
         if config.sensors
         else None
     )
@@ -300,6 +312,7 @@ def build_model(
             config.predictor_layers,
             config.conditioning,
             config.linear_path,
+            config.input_clip,
         ),
         Readout(
             z_dim,

@@ -66,10 +66,18 @@ class RunConfig:
     blend: bool = True
     """Fit a horizon blend (:mod:`twin.model.blend`) on the validation episodes after training,
     before the bands are calibrated (runs stored before it existed: False)."""
+    select_on: tuple[str, ...] = ()
+    """Sensor names whose validation error alone chooses the JEPA's best weights and stops its
+    training early (empty: every sensor). The arm's camera preset names the cubes' x and y:
+    the camera part learns long after the score of all 49 sensors has flattened, and that
+    score kept step 750's weights (docs/model.md, "The arm's camera")."""
 
     def __post_init__(self) -> None:
         if not 0 < self.level < 1:
             raise ValueError(f"RunConfig.level={self.level!r} must be in (0, 1)")
+        object.__setattr__(self, "select_on", tuple(self.select_on))
+        if not all(isinstance(name, str) and name for name in self.select_on):
+            raise ValueError(f"RunConfig.select_on={self.select_on!r} must be sensor names")
         if self.eval_stride < 1 or self.val_windows < 10:
             raise ValueError(
                 f"RunConfig eval_stride={self.eval_stride!r} >= 1, val_windows={self.val_windows!r} >= 10"
@@ -86,6 +94,7 @@ class RunConfig:
             "eval_stride": self.eval_stride,
             "val_windows": self.val_windows,
             "blend": self.blend,
+            "select_on": list(self.select_on),
         }
 
     @classmethod
@@ -100,6 +109,7 @@ class RunConfig:
             eval_stride=d["eval_stride"],
             val_windows=d.get("val_windows", 800),
             blend=d.get("blend", False),
+            select_on=tuple(d.get("select_on", ())),
         )
 
 
@@ -129,14 +139,26 @@ def prepare(data: Dataset, config: RunConfig, seed: int) -> Prepared:
     return Prepared(splits, features, train, val, calib, test)
 
 
-def validation(forecaster: Forecaster, prepared: Prepared) -> float:
-    """Mean normalised RMSE at 10 and 50 steps on the validation windows (lower is better)."""
+def validation(forecaster: Forecaster, prepared: Prepared, sensors: list[int] | None = None) -> float:
+    """Mean normalised RMSE at 10 and 50 steps on the validation windows (lower is better), over
+    every sensor or the ``sensors`` (indices) given."""
     table = nrmse_table(
         forecaster.forecast(prepared.val, EVAL_HORIZON),
         observed_future(prepared.val, forecaster.history, EVAL_HORIZON),
         prepared.features,
     )
-    return float(table[[9, EVAL_HORIZON - 1]].mean())
+    table = table[[9, EVAL_HORIZON - 1]]
+    return float((table if sensors is None else table[:, sensors]).mean())
+
+
+def sensor_indices(names: tuple[str, ...], sensors: list[str]) -> list[int] | None:
+    """Indices of ``names`` among ``sensors`` (None for no names); an unknown name is an error."""
+    if not names:
+        return None
+    unknown = [n for n in names if n not in sensors]
+    if unknown:
+        raise ValueError(f"RunConfig.select_on: no sensor named {unknown} (sensors: {sensors})")
+    return [sensors.index(n) for n in names]
 
 
 def train_jepa(
@@ -146,11 +168,17 @@ def train_jepa(
     f = prepared.features
     names = [s.name for s in prepared.splits.train.schema.sensors]
     hidden = camera_only_columns(config.model, f, names)
+    selected = sensor_indices(config.select_on, names)
     model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden)
     objective = JepaObjective(model, config.objective, f)
     forecaster = NeuralForecaster(model, f, config.model.history)
     trainer = Trainer(
-        config.train, objective, prepared.train, lambda: validation(forecaster, prepared), logger, progress
+        config.train,
+        objective,
+        prepared.train,
+        lambda: validation(forecaster, prepared, selected),
+        logger,
+        progress,
     )
     return model, trainer.fit()
 

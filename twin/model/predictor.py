@@ -23,7 +23,9 @@ CONDITIONING = ("film", "concat")
 
 class LatentPredictor(nn.Module):
     """(B, D) latent, (B, E) action embedding -> (B, D) next latent. ``linear``: a linear path
-    ``A z + B e`` added to the MLP's step (zero-initialised)."""
+    ``A z + B e`` added to the MLP's step (zero-initialised). ``clip`` > 0: the MLP reads z
+    clamped to ``[-clip, clip]`` (the residual and the linear path use z as it is; see
+    ``ModelConfig.input_clip``)."""
 
     def __init__(
         self,
@@ -33,8 +35,10 @@ class LatentPredictor(nn.Module):
         layers: int = 2,
         conditioning: str = "film",
         linear: bool = False,
+        clip: float = 0.0,
     ):
         super().__init__()
+        self.clip = clip
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning={conditioning!r} must be one of {CONDITIONING}")
         self.conditioning = conditioning
@@ -86,7 +90,7 @@ class LatentPredictor(nn.Module):
         if self.lin_z is not None:
             a_in, a_lin = a_in.split([self.inp.out_features, z.shape[-1]], dim=-1)
             linear = self.lin_z(z) + a_lin
-        h = functional.linear(z, w_z) + a_in
+        h = functional.linear(z.clamp(-self.clip, self.clip) if self.clip else z, w_z) + a_in
         for i, layer in enumerate([None, *self.hidden]):
             if layer is not None:
                 h = layer(h)
