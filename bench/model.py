@@ -64,6 +64,7 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
         anneal_by_time=True,
         keep_later_within=CAMERA_KEEP_LATER_WITHIN,
     )
+    arm_camera = scene_model("arm", camera=True, camera_only=("cube",))
     return {
         "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
         "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},
@@ -78,12 +79,12 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
             "episodes": 120,
             "camera": True,
             "config": RunConfig(
-                model=scene_model("arm", camera=True, camera_only=("cube",)),
+                model=arm_camera,
                 objective=scene_objective("arm", camera=True),
                 train=camera,
                 baseline_train=base,
                 neural_baselines=False,
-                select_on=scene_select_on("arm", ("cube",)),
+                select_on=scene_select_on("arm", arm_camera.camera_only),
             ),
         },
     }

@@ -169,8 +169,20 @@ def test_select_on_scores_only_the_named_sensors_and_is_checked():
     assert every == pytest.approx(np.mean(per_sensor)) and selected == per_sensor[2] != every
     with pytest.raises(ValueError, match="no sensor named"):
         train_jepa(prepared, dataclasses.replace(RUN, select_on=("pressure",)), seed=1)
-    with pytest.raises(ValueError, match="select_on"):
-        RunConfig(select_on=("",))
+    for bad, message in (
+        (("",), "not a sensor name"),
+        ("position", "not one string"),
+        (("rate", "rate"), "twice"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RunConfig(select_on=bad)
+    with pytest.raises(ValueError, match="empty list"):
+        validation(forecaster, prepared, [])
+    assert all(
+        row["val"] == pytest.approx(result.best_val)
+        for row in result.history
+        if row["step"] == result.best_step
+    )
     assert RunConfig.from_dict(config.to_dict()).select_on == ("position",)
     legacy = config.to_dict()
     del legacy["select_on"]

@@ -300,6 +300,17 @@ def test_input_clip_reads_a_state_far_outside_the_data_as_the_edge_of_it():
         mlp_edge = plain(edge, e) - edge - plain.lin_z(edge) - plain.lin_a(e)
         torch.testing.assert_close(mlp_far, mlp_edge, rtol=0, atol=1e-5)
         assert not torch.allclose(plain(far, e) - far, plain(edge, e) - edge, atol=1e-3)
+    # the training rollout (gradients on, all actions conditioned at once) clamps as inference does
+    actions = torch.randn(5, 3, 3)
+    trained = clipped.unroll(far, actions)
+    assert trained.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(trained.detach(), clipped.unroll(far, actions), rtol=0, atol=1e-6)
+        first = clipped(far, actions[:, 0]) - far - clipped.lin_z(far) - clipped.lin_a(actions[:, 0])
+        edge_first = plain(edge, actions[:, 0]) - edge - plain.lin_z(edge) - plain.lin_a(actions[:, 0])
+        torch.testing.assert_close(first, edge_first, rtol=0, atol=1e-5)
+        step_one = trained.detach()[:, 0] - far - clipped.lin_z(far) - clipped.lin_a(actions[:, 0])
+        torch.testing.assert_close(step_one, edge_first, rtol=0, atol=1e-5)
     encoder = SensorEncoder(4, 2, 8, 16, clip=4.0)
     window = torch.randn(3, 2, 4).clamp(-3, 3)
     out_far, out_edge = window.clone(), window.clone()

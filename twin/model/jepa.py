@@ -108,11 +108,13 @@ class ModelConfig:
     """Add a linear path to the predictor's step, ``z + A z + B e(a) + f(z, e(a))`` (zero at
     the start; see :class:`~twin.model.predictor.LatentPredictor`)."""
     input_clip: float = 0.0
-    """Clamp every normalised value to ``[-input_clip, input_clip]`` where an MLP reads it: the
-    sensor encoder's window and the predictor MLP's latent (the carried features and the linear
-    path stay exact). A state far outside the training data (the arm's cube lying on the floor,
-    8 std below the table) then reads as the edge of the data instead of driving every output
-    off with it. 0: off."""
+    """Clamp values to ``[-input_clip, input_clip]`` where the sensor encoder reads its window
+    (normalised features) and where the predictor's MLP reads z (the carried features and the
+    learned dimensions, whose std VICReg keeps near 1); the residual, the predictor's linear path,
+    the readout, its error scale and the inverse-dynamics head read z as it is. A state far
+    outside the training data (the arm's cube lying on the floor, 8 std below the table) then
+    drives the dynamics as the edge of the data instead of driving every output off with it.
+    0: off."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))

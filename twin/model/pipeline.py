@@ -75,9 +75,16 @@ class RunConfig:
     def __post_init__(self) -> None:
         if not 0 < self.level < 1:
             raise ValueError(f"RunConfig.level={self.level!r} must be in (0, 1)")
+        if isinstance(self.select_on, str):
+            raise ValueError(
+                f"RunConfig.select_on={self.select_on!r} must be a tuple of sensor names, not one string"
+            )
         object.__setattr__(self, "select_on", tuple(self.select_on))
-        if not all(isinstance(name, str) and name for name in self.select_on):
-            raise ValueError(f"RunConfig.select_on={self.select_on!r} must be sensor names")
+        for name in self.select_on:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"RunConfig.select_on: {name!r} is not a sensor name")
+        if len(set(self.select_on)) < len(self.select_on):
+            raise ValueError(f"RunConfig.select_on={self.select_on!r} names a sensor twice")
         if self.eval_stride < 1 or self.val_windows < 10:
             raise ValueError(
                 f"RunConfig eval_stride={self.eval_stride!r} >= 1, val_windows={self.val_windows!r} >= 10"
@@ -148,6 +155,8 @@ def validation(forecaster: Forecaster, prepared: Prepared, sensors: list[int] | 
         prepared.features,
     )
     table = table[[9, EVAL_HORIZON - 1]]
+    if sensors is not None and not sensors:
+        raise ValueError("validation: an empty list of sensors scores nothing (None: every sensor)")
     return float((table if sensors is None else table[:, sensors]).mean())
 
 
@@ -348,6 +357,7 @@ def run(
         "train_s": round(jepa_seconds, 1),
         "baseline_train_s": {k: round(v, 1) for k, v in baseline_seconds.items()},
         "best_val": result.best_val,
+        "select_on": list(config.select_on),
         "best_step": result.best_step,
         "steps": result.steps,
         "stopped_by": result.stopped_by,
