@@ -128,12 +128,13 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
     from twin.model.checkpoint import load_checkpoint
     from twin.model.evaluate import predict_with_scale
     from twin.model.jobs import data_from_lineage
-    from twin.model.pipeline import RunConfig, prepare
+    from twin.model.pipeline import RunConfig, prepare, sensor_indices
+    from twin.model.presets import SCENE_CAMERA_SELECT_ON
 
     checkpoint = load_checkpoint(path)
     prepared = prepare(data_from_lineage(checkpoint.lineage), RunConfig.from_dict(checkpoint.config), 0)
     names = [s.name for s in checkpoint.schema.sensors]
-    cubes = [i for i, n in enumerate(names) if n.startswith("cube") and n[-2:] in ("_x", "_y")]
+    cubes = sensor_indices(SCENE_CAMERA_SELECT_ON["arm"], names, "camera probe")  # x, y of each cube
     predicted, _ = predict_with_scale(checkpoint.model, checkpoint.features, prepared.test, horizon)
     observed = prepared.test.obs[:, checkpoint.model.history + horizon - 1][:, cubes]
     predicted = predicted[:, horizon - 1][:, cubes]

@@ -149,24 +149,26 @@ def prepare(data: Dataset, config: RunConfig, seed: int) -> Prepared:
 def validation(forecaster: Forecaster, prepared: Prepared, sensors: list[int] | None = None) -> float:
     """Mean normalised RMSE at 10 and 50 steps on the validation windows (lower is better), over
     every sensor or the ``sensors`` (indices) given."""
+    if sensors is not None and not sensors:
+        raise ValueError("validation: an empty list of sensors scores nothing (None: every sensor)")
     table = nrmse_table(
         forecaster.forecast(prepared.val, EVAL_HORIZON),
         observed_future(prepared.val, forecaster.history, EVAL_HORIZON),
         prepared.features,
-    )
-    table = table[[9, EVAL_HORIZON - 1]]
-    if sensors is not None and not sensors:
-        raise ValueError("validation: an empty list of sensors scores nothing (None: every sensor)")
+    )[[9, EVAL_HORIZON - 1]]
     return float((table if sensors is None else table[:, sensors]).mean())
 
 
-def sensor_indices(names: tuple[str, ...], sensors: list[str]) -> list[int] | None:
-    """Indices of ``names`` among ``sensors`` (None for no names); an unknown name is an error."""
+def sensor_indices(
+    names: tuple[str, ...], sensors: list[str], what: str = "RunConfig.select_on"
+) -> list[int] | None:
+    """Indices of ``names`` among ``sensors`` (None for no names); an unknown name is an error
+    that names ``what`` asked for it."""
     if not names:
         return None
     unknown = [n for n in names if n not in sensors]
     if unknown:
-        raise ValueError(f"RunConfig.select_on: no sensor named {unknown} (sensors: {sensors})")
+        raise ValueError(f"{what}: no sensor named {unknown} (sensors: {sensors})")
     return [sensors.index(n) for n in names]
 
 
