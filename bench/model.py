@@ -127,12 +127,12 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
     from sim.scenes.arm import CAMERA_CENTRE, CAMERA_HEIGHT_M
     from twin.model.checkpoint import load_checkpoint
     from twin.model.evaluate import predict_with_scale
-    from twin.model.jobs import data_from_lineage
-    from twin.model.pipeline import RunConfig, prepare, sensor_indices
+    from twin.model.jobs import held_out
+    from twin.model.pipeline import sensor_indices
     from twin.model.presets import SCENE_CAMERA_SELECT_ON
 
     checkpoint = load_checkpoint(path)
-    prepared = prepare(data_from_lineage(checkpoint.lineage), RunConfig.from_dict(checkpoint.config), 0)
+    prepared = held_out(checkpoint)  # its own split: the seed it was trained with
     names = [s.name for s in checkpoint.schema.sensors]
     cubes = sensor_indices(SCENE_CAMERA_SELECT_ON["arm"], names, "camera probe")  # x, y of each cube
     predicted, _ = predict_with_scale(checkpoint.model, checkpoint.features, prepared.test, horizon)

@@ -56,6 +56,34 @@ def test_twin_train_and_eval_commands(jumeau_home):
     assert result.exit_code == 2 and "no-such-model" in result.output
 
 
+
+def test_held_out_splits_a_checkpoints_data_with_the_seed_it_was_trained_with(jumeau_home, tmp_path):
+    """A seed-2 run's test episodes and normalisation, not seed 0's (the bench's camera probe
+    once split every checkpoint's data with seed 0)."""
+    import numpy as np
+
+    from twin.model.checkpoint import load_checkpoint
+    from twin.model.jobs import DataSpec, held_out, load_data, train_job
+    from twin.model.pipeline import prepare
+
+    data = load_data(DataSpec("rotor", generate=8, steps=120, seed=2))
+    config = RunConfig(
+        model=ModelConfig(latent_dim=8, hidden=32),
+        objective=ObjectiveConfig(rollout_steps=4),
+        train=TrainConfig(steps=5, batch=16, eval_every=5),
+        neural_baselines=False,
+    )
+    outcome = train_job(data, config, seed=2, name="rotor-split", models_dir=tmp_path)
+    checkpoint = load_checkpoint(outcome.path)
+    prepared = held_out(checkpoint, data)
+    assert np.array_equal(prepared.features.mean, checkpoint.features.mean)
+    starts = [e.obs[0].tolist() for e in prepared.splits.test.episodes]  # each episode's first sample
+    assert len(starts) == checkpoint.lineage["episodes_test"]
+    other = prepare(data, config, 0)
+    assert [e.obs[0].tolist() for e in other.splits.test.episodes] != starts
+    assert not np.array_equal(other.features.mean, checkpoint.features.mean)
+
+
 def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
     """``--from-camera cube``: the arm's cubes from frames (placed anywhere on the table), its
     joints from its sensors, with the camera preset of such runs; bad prefixes are refused."""

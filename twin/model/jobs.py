@@ -24,6 +24,7 @@ from twin.model.data import Dataset
 from twin.model.generate import GenerateConfig, generate
 from twin.model.pipeline import (
     EVAL_HORIZON,
+    Prepared,
     RunConfig,
     evaluate_all,
     forecasters,
@@ -194,6 +195,15 @@ def resolve(ref: str, engine: Engine | None = None) -> Path:
         return Path(row.path)
 
 
+def held_out(checkpoint: Checkpoint, data: Dataset | None = None, engine: Engine | None = None) -> Prepared:
+    """The checkpoint's own data (``data``, or regenerated / reloaded from its lineage) split and
+    cut into windows as its run did: the same seed, so the same training, validation,
+    calibration and test episodes and the same normalisation (another seed's split would score
+    it on episodes it trained on, normalised by other statistics)."""
+    data = data or data_from_lineage(checkpoint.lineage, engine)
+    return prepare(data, RunConfig.from_dict(checkpoint.config), int(checkpoint.config["seed"]))
+
+
 def eval_job(
     ref: str, plot_path: Path | None = None, engine: Engine | None = None, data: Dataset | None = None
 ) -> dict[str, Any]:
@@ -204,8 +214,7 @@ def eval_job(
     run_config = RunConfig.from_dict(config)
     seed = int(config["seed"])
     started = time.perf_counter()
-    data = data or data_from_lineage(checkpoint.lineage, engine)
-    prepared = prepare(data, run_config, seed)
+    prepared = held_out(checkpoint, data, engine)
     history = checkpoint.model.history
     baselines = restore_baselines(checkpoint.baselines, prepared.features, history, run_config.model.hidden)
     sensors = [s.name for s in checkpoint.schema.sensors]
