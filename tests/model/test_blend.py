@@ -49,6 +49,26 @@ def test_the_blend_leans_on_the_present_only_where_the_model_is_worse():
     assert np.mean((out - observed) ** 2) < np.mean((predicted - observed) ** 2)
 
 
+def test_a_still_feature_whose_rollout_drifts_is_pulled_to_the_present():
+    """A cube that sits still, read now with a small error, whose rollout adds a drift of its
+    own: the fit toward the present takes the present as it is (weights ~(0, 1, 0)); without
+    that candidate the weights stay a least-squares mix of the two."""
+    rng = np.random.default_rng(2)
+    n, h = 60, 3
+    still = rng.normal(size=(n, 1))
+    present = still + 0.05 * rng.normal(size=(n, 1))
+    predicted = (present + 0.3 * rng.normal(size=(n, h)))[..., None]
+    observed = np.repeat(still, h, axis=1)[..., None]
+    blend, report = fit_blend(predicted, present, observed)
+    assert report["toward_present_cells"] == h and report["pull_h1_h10_h50"][0][0].startswith("present")
+    w = blend.weights.numpy()
+    assert np.all(np.abs(w[:, 0, 0]) < 0.05) and np.all(np.abs(w[:, 0, 1] - 1) < 0.05)
+    only_model, report = fit_blend(predicted, present, observed, present_pulls=())
+    assert report["toward_present_cells"] == 0
+    mix = only_model.weights.numpy()[:, 0]  # least squares: a mix, the fit's noise in it
+    assert np.all(np.abs(mix[:, 1] - 1) > np.abs(w[:, 0, 1] - 1)) and np.all(np.abs(mix[:, 0]) > 0.005)
+
+
 def test_a_feature_the_held_out_windows_never_saw_move_is_not_blended():
     """A cube that sat still in every validation episode: its noise fits any weights, and a
     blend fitted on it would freeze the forecast of a cube that falls in service."""

@@ -56,7 +56,6 @@ def test_twin_train_and_eval_commands(jumeau_home):
     assert result.exit_code == 2 and "no-such-model" in result.output
 
 
-
 def test_held_out_splits_a_checkpoints_data_with_the_seed_it_was_trained_with(jumeau_home, tmp_path):
     """A seed-2 run's test episodes and normalisation, not seed 0's (the bench's camera probe
     once split every checkpoint's data with seed 0)."""

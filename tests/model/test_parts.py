@@ -342,6 +342,40 @@ def test_huber_feature_loss_is_mse_for_small_errors_and_linear_for_outliers():
         ObjectiveConfig(sensor_loss="l1")
 
 
+@pytest.mark.parametrize("kind", ["mse", "log_mse", "mse+log_mse", "huber"])
+def test_feature_weights_set_each_features_share_of_the_loss(kind):
+    from twin.model.losses import feature_loss
+
+    observed = torch.zeros(4, 3, 5)
+    predicted = observed.clone()
+    predicted[..., 1] = 0.2  # only feature 1 errs
+    plain = feature_loss(predicted, observed, kind)
+    assert torch.isclose(feature_loss(predicted, observed, kind, torch.ones(5)), plain)
+    weights = torch.tensor([0.5, 3.0, 0.5, 0.5, 0.5])
+    weighted = feature_loss(predicted, observed, kind, weights)
+    if kind in ("mse", "huber"):
+        assert torch.isclose(weighted, 3 * plain)
+    else:
+        assert not torch.isclose(weighted, plain)
+
+
+def test_select_weight_weighs_the_selected_sensors_features_angles_included(oscillator):
+    f = FeatureMap.fit(oscillator)  # sensor 0 is an angle: feature columns 0 and its sin, cos (3, 4)
+    model = small_model(f)
+    objective = JepaObjective(model, ObjectiveConfig(rollout_steps=4, select_weight=4.0), f, [0])
+    assert objective.weights is not None
+    expected = torch.tensor([4.0, 1.0, 1.0, 4.0, 4.0])
+    assert torch.allclose(objective.weights, expected / expected.mean())
+    windows = make_windows(oscillator, f, history=3, horizon=4)
+    total, _ = objective.loss(windows.take(np.arange(16)))
+    assert torch.isfinite(total)
+    assert JepaObjective(model, ObjectiveConfig(select_weight=4.0), f).weights is None  # none selected
+    assert JepaObjective(model, ObjectiveConfig(), f, [0]).weights is None  # weight 1: all alike
+    for bad in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="select_weight"):
+            ObjectiveConfig(select_weight=bad)
+
+
 @pytest.mark.parametrize("linear", [False, True])
 @pytest.mark.parametrize("conditioning", ["film", "concat"])
 def test_inference_rollout_equals_the_training_rollout(linear, conditioning):

@@ -12,8 +12,9 @@ steps), while leaving features the model predicts well at ``(a, b, c) = (1, 0, 0
 
 The weights are fitted after training on held-out windows (the validation episodes, never used to
 fit the network's weights) by ridge least squares on centred data: ``(a, b)`` pulled toward
-``(1, 0)``, ``c`` from the means. The pull is chosen per ``(h, f)`` among :data:`PULLS` by
-two-fold cross-validation (windows of one half of the episodes against the other's),
+``(1, 0)`` (the rollout as read, :data:`PULLS`) or toward ``(0, 1)`` (the present's reading,
+:data:`PRESENT_PULLS`), ``c`` from the means. The candidate is chosen per ``(h, f)`` by
+two-fold cross-validation (windows of one half of the episodes against the other's), pull
 ``inf`` meaning "no blend" there, so a cell is only blended where that measurably helped on
 windows it was not fitted on. A feature the held-out windows barely saw move at a horizon
 (variance below :data:`MIN_VARIANCE` of its training variance: a cube that never left the table
@@ -30,11 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MIN_WINDOWS", "PULLS", "HorizonBlend", "fit_blend"]
+__all__ = ["MIN_WINDOWS", "PRESENT_PULLS", "PULLS", "HorizonBlend", "fit_blend"]
 
 PULLS = (1e-3, 1e-2, 1e-1, 1.0, math.inf)
 """Ridge strengths toward no blend tried per cell, relative to the windows' count times the
 feature's training variance (a pull of 1 weighs as much as data of the training spread)."""
+
+PRESENT_PULLS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
+"""Ridge strengths toward the present's reading, ``(a, b) = (0, 1)`` (at 100 nearly that alone,
+``c`` correcting the mean), tried per cell beside :data:`PULLS`. Where an object mostly sits
+still, the rollout and the present are nearly collinear and a fit pulled toward the rollout
+kept a rollout that drifts on the windows it was not fitted on: the arm's camera, seed 1,
+cubes' x and y at 10 steps, probe R^2 0.906 -> 0.912 with these candidates (docs/model.md,
+"The arm's camera")."""
 
 MIN_WINDOWS = 20
 """Fewer held-out windows than this fit no blend (two folds of ten are already a thin check)."""
@@ -68,12 +77,17 @@ a cell is left unblended."""
 
 
 def _solve(
-    predicted: np.ndarray, present: np.ndarray, observed: np.ndarray, pull: float, variance: np.ndarray
+    predicted: np.ndarray,
+    present: np.ndarray,
+    observed: np.ndarray,
+    pull: float,
+    variance: np.ndarray,
+    prior: tuple[float, float] = (1.0, 0.0),
 ) -> np.ndarray:
-    """Ridge weights (H, F, 3) toward no blend, from windows (N, H, F), (N, F), (N, H, F):
-    ``(a, b)`` on the centred columns pulled toward (1, 0) with strength ``pull * N *
-    variance[f]`` (the feature's training variance), ``c`` so the means match. ``pull`` inf: no
-    blend."""
+    """Ridge weights (H, F, 3) from windows (N, H, F), (N, F), (N, H, F): ``(a, b)`` on the
+    centred columns pulled toward ``prior`` (no blend, or (0, 1): the present) with strength
+    ``pull * N * variance[f]`` (the feature's training variance), ``c`` so the means match.
+    ``pull`` inf: no blend."""
     n, h, f = predicted.shape
     weights = np.zeros((h, f, 3))
     weights[..., 0] = 1.0
@@ -86,7 +100,7 @@ def _solve(
     gram[..., 0, 0], gram[..., 1, 1] = (p * p).sum(0), (q * q).sum(0)
     gram[..., 0, 1] = gram[..., 1, 0] = (p * q).sum(0)
     strength = (pull * n * variance)[None, :, None]  # (1, F, 1)
-    rhs = np.stack([(p * y).sum(0), (q * y).sum(0)], axis=-1) + strength * np.array([1.0, 0.0])
+    rhs = np.stack([(p * y).sum(0), (q * y).sum(0)], axis=-1) + strength * np.array(prior)
     ab = np.linalg.solve(gram + strength[..., None] * np.eye(2), rhs[..., None])[..., 0]
     weights[..., :2] = ab
     weights[..., 2] = mean_y - ab[..., 0] * mean_p - ab[..., 1] * mean_l
@@ -104,16 +118,19 @@ def fit_blend(
     pulls: tuple[float, ...] = PULLS,
     variance: np.ndarray | None = None,
     split: int | None = None,
+    present_pulls: tuple[float, ...] = PRESENT_PULLS,
 ) -> tuple[HorizonBlend, dict[str, object]]:
     """Fit a :class:`HorizonBlend` on held-out windows.
 
     ``predicted`` (N, H, F): the model's features read from its rollout; ``present`` (N, F): read
-    from the starting latent; ``observed`` (N, H, F): the observed features. ``pulls`` must end
-    with ``inf`` (no blend). ``variance`` (F,): each feature's training variance (default 1:
-    normalised features; an angle's sin and cos have less). ``split``: where the second fold
-    starts (windows before it from other episodes than those after; default N // 2).
-    Returns the blend and a report: the cells and features blended, the
-    pull chosen per feature at horizons 1, 10 and 50 (None: not blended), and the
+    from the starting latent; ``observed`` (N, H, F): the observed features. ``pulls`` (toward
+    no blend) must end with ``inf`` (no blend); ``present_pulls``: toward the present (empty:
+    none). ``variance`` (F,): each feature's training variance (default 1: normalised features;
+    an angle's sin and cos have less). ``split``: where the second fold starts (windows before
+    it from other episodes than those after; default N // 2).
+    Returns the blend and a report: the cells and features blended (``toward_present_cells``:
+    of them, those pulled toward the present), the pull chosen per feature at horizons 1, 10
+    and 50 (None: not blended; a pull toward the present as ``"present <pull>"``), and the
     cross-validated mean squared error (normalised units) without the blend and with the pulls
     it selected (a selection score: the same folds chose them)."""
     predicted, present, observed = (np.asarray(a, dtype=np.float64) for a in (predicted, present, observed))
@@ -127,30 +144,38 @@ def fit_blend(
     if not 0 < half < n:
         raise ValueError(f"fit_blend: split={split!r} must leave windows on both sides of {n}")
     folds = ((slice(0, half), slice(half, n)), (slice(half, n), slice(0, half)))
-    cv = np.zeros((len(pulls), h, f))  # squared error per pull and (horizon, feature)
+    toward_model, toward_present = (1.0, 0.0), (0.0, 1.0)
+    candidates = [(pull, toward_model) for pull in pulls[:-1]]
+    candidates += [(pull, toward_present) for pull in present_pulls]
+    candidates.append((math.inf, toward_model))  # no blend, last
+    cv = np.zeros((len(candidates), h, f))  # squared error per candidate and (horizon, feature)
     for fit_rows, score_rows in folds:
-        for k, pull in enumerate(pulls):
-            w = _solve(predicted[fit_rows], present[fit_rows], observed[fit_rows], pull, variance)
+        for k, (pull, prior) in enumerate(candidates):
+            w = _solve(predicted[fit_rows], present[fit_rows], observed[fit_rows], pull, variance, prior)
             error = _apply(w, predicted[score_rows], present[score_rows]) - observed[score_rows]
             cv[k] += (error**2).sum(axis=0)
-    none = len(pulls) - 1
+    none = len(candidates) - 1
     choice = cv.argmin(axis=0)
     choice[np.isclose(cv.min(axis=0), cv[none])] = none  # a tie is no reason to blend
     choice[observed.var(axis=0) < MIN_VARIANCE * variance] = none
     weights = np.empty((h, f, 3))
-    for k, pull in enumerate(pulls):
+    for k, (pull, prior) in enumerate(candidates):
         chosen = choice == k
         if chosen.any():
-            weights[chosen] = _solve(predicted, present, observed, pull, variance)[chosen]
+            weights[chosen] = _solve(predicted, present, observed, pull, variance, prior)[chosen]
     picked = np.take_along_axis(cv, choice[None], axis=0)[0]
+    present_rows = np.array([prior == toward_present for _, prior in candidates])
+
+    def named(k: int) -> float | str | None:
+        pull, prior = candidates[k]
+        return None if k == none else f"present {pull:g}" if prior == toward_present else pull
+
     report: dict[str, object] = {
         "windows": n,
         "blended_cells": int((choice != none).sum()),
         "blended_features": int((choice != none).any(axis=0).sum()),
-        "pull_h1_h10_h50": [
-            [pulls[choice[s, j]] if choice[s, j] != none else None for s in (0, 9, 49) if s < h]
-            for j in range(f)
-        ],
+        "toward_present_cells": int(present_rows[choice].sum()),
+        "pull_h1_h10_h50": [[named(choice[s, j]) for s in (0, 9, 49) if s < h] for j in range(f)],
         "cv_mse_unblended": round(float(cv[none].sum() / (n * h * f)), 6),
         "cv_mse_selected": round(float(picked.sum() / (n * h * f)), 6),
     }

@@ -22,6 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional
 
@@ -34,16 +35,26 @@ HUBER_DELTA = 0.5
 """Where the ``huber`` feature loss turns from squared to linear, in training stds."""
 
 
-def feature_loss(predicted: torch.Tensor, observed: torch.Tensor, kind: str) -> torch.Tensor:
+def feature_loss(
+    predicted: torch.Tensor, observed: torch.Tensor, kind: str, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Error of predicted features (..., F): plain MSE, the mean of per-feature log-MSE, or a
     Huber loss (squared below :data:`HUBER_DELTA` training stds, linear above, scaled so that
-    small errors cost what they cost in MSE)."""
+    small errors cost what they cost in MSE). ``weights`` (F,): each feature's share of the
+    mean (mean 1 keeps the scale; None: all 1)."""
+    f = predicted.shape[-1]
     if kind == "huber":
-        return 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA)
-    per_feature = (predicted - observed).pow(2).reshape(-1, predicted.shape[-1]).mean(dim=0)
+        per_feature = 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA, reduction="none")
+        per_feature = per_feature.reshape(-1, f).mean(dim=0)
+        return per_feature.mean() if weights is None else (per_feature * weights).mean()
+    per_feature = (predicted - observed).pow(2).reshape(-1, f).mean(dim=0)
+    if weights is not None:
+        log_mse = (torch.log(per_feature + 1e-5) * weights).mean()
+        per_feature = per_feature * weights
+    else:
+        log_mse = torch.log(per_feature + 1e-5).mean()
     if kind == "mse":
         return per_feature.mean()
-    log_mse = torch.log(per_feature + 1e-5).mean()
     return log_mse if kind == "log_mse" else per_feature.mean() + 0.1 * log_mse
 
 
@@ -76,6 +87,12 @@ class ObjectiveConfig:
     relative improvement counts the same, but hard sensors are given up), their sum
     (mse + 0.1 log_mse), or "huber" (an outlier, a cube knocked off its spot or a bang-bang
     torque, weighs linearly, not squared)."""
+    select_weight: float = 1.0
+    """Weight of the features of ``RunConfig.select_on``'s sensors (what the run is for, which
+    also chooses its weights) in the feature losses (reconstruction, rollout, one step),
+    relative to the others; the weights are scaled to a mean of 1. The arm's camera preset:
+    4, so that the cubes' x and y, 6 of 70 features, shape the camera's reader (docs/model.md,
+    "The arm's camera"). 1: every feature alike."""
     stop_gradient: bool = True
     """With ``ema_tau=0``: detach the target latents (False: gradients flow into both sides, as
     in VICReg/LeJEPA, where only the regulariser prevents collapse)."""
@@ -95,6 +112,10 @@ class ObjectiveConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"ObjectiveConfig.{name}={value!r} must be a finite number >= 0")
+        if not (math.isfinite(self.select_weight) and self.select_weight > 0):
+            raise ValueError(
+                f"ObjectiveConfig.select_weight={self.select_weight!r} must be a finite number > 0"
+            )
         if self.sensor_loss not in SENSOR_LOSSES:
             raise ValueError(f"ObjectiveConfig.sensor_loss={self.sensor_loss!r} must be in {SENSOR_LOSSES}")
         if not 0 <= self.ema_tau < 1:
@@ -190,10 +211,25 @@ def encoder_windows(batch: Windows, history: int) -> tuple[torch.Tensor, FramePa
 class JepaObjective:
     """Computes the loss of a :class:`JepaWorldModel` and keeps its EMA target encoder."""
 
-    def __init__(self, model: JepaWorldModel, config: ObjectiveConfig, features: FeatureMap) -> None:
+    def __init__(
+        self,
+        model: JepaWorldModel,
+        config: ObjectiveConfig,
+        features: FeatureMap,
+        selected: list[int] | None = None,
+    ) -> None:
+        """``selected``: the sensors (indices) whose features weigh ``config.select_weight``
+        times the others' in the feature losses (None: every feature alike)."""
         self.model = model
         self.config = config
         self.residual = SensorResidual(features)
+        self.weights: torch.Tensor | None = None
+        if selected and config.select_weight != 1.0:
+            mask = np.zeros(features.n_sensors, dtype=bool)
+            mask[selected] = True
+            weights = torch.ones(features.n_features)
+            weights[list(features.columns(mask))] = config.select_weight
+            self.weights = weights / weights.mean()
         self.target = copy.deepcopy(model.encoder).requires_grad_(False) if config.ema_tau > 0 else None
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -225,12 +261,13 @@ class JepaObjective:
         observed = batch.features[:, h - 1 :]  # (B, K+1, F)
         read_obs = z_all if c.readout_through else z_all.detach()
         read_pred = z_pred if c.readout_through else z_pred.detach()
-        terms["recon"] = feature_loss(m.read(read_obs), observed, c.sensor_loss)
+        w = self.weights
+        terms["recon"] = feature_loss(m.read(read_obs), observed, c.sensor_loss, w)
         decoded = m.read(read_pred)
-        terms["sensor"] = feature_loss(decoded, observed[:, 1:], c.sensor_loss)
+        terms["sensor"] = feature_loss(decoded, observed[:, 1:], c.sensor_loss, w)
         if c.one_step_weight > 0:
             forced = z_forced if c.readout_through else z_forced.detach()
-            terms["one_step"] = feature_loss(m.read(forced), observed[:, 1:], c.sensor_loss)
+            terms["one_step"] = feature_loss(m.read(forced), observed[:, 1:], c.sensor_loss, w)
         residual = self.residual(decoded.detach(), observed[:, 1:]).abs()
         scale = m.error_scale(z_pred.detach())
         terms["scale"] = (torch.log(scale) + residual / scale).mean()

@@ -181,7 +181,7 @@ def train_jepa(
     hidden = camera_only_columns(config.model, f, names)
     selected = sensor_indices(config.select_on, names)
     model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden)
-    objective = JepaObjective(model, config.objective, f)
+    objective = JepaObjective(model, config.objective, f, selected)
     forecaster = NeuralForecaster(model, f, config.model.history)
     trainer = Trainer(
         config.train,

@@ -324,6 +324,7 @@ def fine_tune(
     import torch
 
     from twin.model.losses import JepaObjective, ObjectiveConfig
+    from twin.model.pipeline import sensor_indices
 
     horizon = config.rollout_steps
     train_parts: list[Segment] = []
@@ -349,7 +350,9 @@ def fine_tune(
     weights = {**checkpoint.config.get("objective", {}), "rollout_steps": horizon}
     if inferred:
         weights["inverse_weight"] = 0.0  # the inferred actions came from this very head
-    objective = JepaObjective(model, ObjectiveConfig(**weights), checkpoint.features)
+    names = [s.name for s in checkpoint.schema.sensors]
+    selected = sensor_indices(tuple(checkpoint.config.get("select_on", ())), names)
+    objective = JepaObjective(model, ObjectiveConfig(**weights), checkpoint.features, selected)
     weight_decay = float(checkpoint.config.get("train", {}).get("weight_decay", 0.0))
     optimiser = torch.optim.AdamW(objective.parameters(), lr=config.lr, weight_decay=weight_decay)
     losses = []
