@@ -6,7 +6,7 @@ import pytest
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
-from twin.model.presets import CAMERA_ROLLOUT_STEPS, scene_model, scene_objective
+from twin.model.presets import CAMERA_ROLLOUT_STEPS, CAMERA_SELECT_WEIGHT, scene_model, scene_objective
 
 
 def test_arm_sensor_runs_get_its_overrides() -> None:
@@ -35,6 +35,7 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     assert scene_model("arm", camera=True, sensors=False, carry_observation=False).camera_reader == "cnn"
     objective = scene_objective("arm", camera=True)
     assert objective.rollout_steps == CAMERA_ROLLOUT_STEPS
+    assert objective.select_weight == CAMERA_SELECT_WEIGHT > 1  # what the run selects on weighs more
     assert objective.sensor_loss == ObjectiveConfig().sensor_loss
 
 
