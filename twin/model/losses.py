@@ -44,9 +44,10 @@ def feature_loss(
     mean (mean 1 keeps the scale; None: all 1)."""
     f = predicted.shape[-1]
     if kind == "huber":
+        if weights is None:  # one mean, as before weights existed (the same rounding, the same runs)
+            return 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA)
         per_feature = 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA, reduction="none")
-        per_feature = per_feature.reshape(-1, f).mean(dim=0)
-        return per_feature.mean() if weights is None else (per_feature * weights).mean()
+        return (per_feature.reshape(-1, f).mean(dim=0) * weights).mean()
     per_feature = (predicted - observed).pow(2).reshape(-1, f).mean(dim=0)
     if weights is not None:
         log_mse = (torch.log(per_feature + 1e-5) * weights).mean()
@@ -90,9 +91,9 @@ class ObjectiveConfig:
     select_weight: float = 1.0
     """Weight of the features of ``RunConfig.select_on``'s sensors (what the run is for, which
     also chooses its weights) in the feature losses (reconstruction, rollout, one step),
-    relative to the others; the weights are scaled to a mean of 1. The arm's camera preset:
-    4, so that the cubes' x and y, 6 of 70 features, shape the camera's reader (docs/model.md,
-    "The arm's camera"). 1: every feature alike."""
+    relative to the others; the weights are scaled to a mean of 1. Camera runs: 2
+    (``presets.CAMERA_SELECT_WEIGHT``), so that the arm's cubes' x and y, 6 of 70 features,
+    shape the camera's reader (docs/model.md, "The arm's camera"). 1: every feature alike."""
     stop_gradient: bool = True
     """With ``ema_tau=0``: detach the target latents (False: gradients flow into both sides, as
     in VICReg/LeJEPA, where only the regulariser prevents collapse)."""
