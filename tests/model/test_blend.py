@@ -63,6 +63,8 @@ def test_a_still_feature_whose_rollout_drifts_is_pulled_to_the_present():
     assert report["toward_present_cells"] == h and report["pull_h1_h10_h50"][0][0].startswith("present")
     w = blend.weights.numpy()
     assert np.all(np.abs(w[:, 0, 0]) < 0.05) and np.all(np.abs(w[:, 0, 1] - 1) < 0.05)
+    with pytest.raises(ValueError, match="present_pulls"):
+        fit_blend(predicted, present, observed, present_pulls=(0.0,))
     only_model, report = fit_blend(predicted, present, observed, present_pulls=())
     assert report["toward_present_cells"] == 0
     mix = only_model.weights.numpy()[:, 0]  # least squares: a mix, the fit's noise in it

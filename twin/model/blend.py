@@ -139,6 +139,8 @@ def fit_blend(
         raise ValueError(f"fit_blend needs at least {MIN_WINDOWS} windows, got {n}")
     if not math.isinf(pulls[-1]):
         raise ValueError("fit_blend: the last pull must be inf (no blend)")
+    if not all(math.isfinite(p) and p > 0 for p in present_pulls):
+        raise ValueError(f"fit_blend: present_pulls={present_pulls!r} must be finite numbers > 0")
     variance = np.ones(f) if variance is None else np.maximum(np.asarray(variance, dtype=np.float64), 1e-12)
     half = n // 2 if split is None else int(split)
     if not 0 < half < n:

@@ -200,7 +200,7 @@ def held_out(checkpoint: Checkpoint, data: Dataset | None = None, engine: Engine
     cut into windows as its run did: the same seed, so the same training, validation,
     calibration and test episodes and the same normalisation (another seed's split would score
     it on episodes it trained on, normalised by other statistics)."""
-    data = data or data_from_lineage(checkpoint.lineage, engine)
+    data = data if data is not None else data_from_lineage(checkpoint.lineage, engine)
     return prepare(data, RunConfig.from_dict(checkpoint.config), int(checkpoint.config["seed"]))
 
 

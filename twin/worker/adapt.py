@@ -352,7 +352,7 @@ def fine_tune(
         weights["inverse_weight"] = 0.0  # the inferred actions came from this very head
     names = [s.name for s in checkpoint.schema.sensors]
     selected = sensor_indices(tuple(checkpoint.config.get("select_on", ())), names)
-    objective = JepaObjective(model, ObjectiveConfig(**weights), checkpoint.features, selected)
+    objective = JepaObjective(model, ObjectiveConfig.from_dict(weights), checkpoint.features, selected)
     weight_decay = float(checkpoint.config.get("train", {}).get("weight_decay", 0.0))
     optimiser = torch.optim.AdamW(objective.parameters(), lr=config.lr, weight_decay=weight_decay)
     losses = []
