@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from modelutil import TINY_RUN
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
@@ -66,12 +67,7 @@ def test_held_out_splits_a_checkpoints_data_with_the_seed_it_was_trained_with(ju
     from twin.model.pipeline import prepare
 
     data = load_data(DataSpec("rotor", generate=8, steps=120, seed=2))
-    config = RunConfig(
-        model=ModelConfig(latent_dim=8, hidden=32),
-        objective=ObjectiveConfig(rollout_steps=4),
-        train=TrainConfig(steps=5, batch=16, eval_every=5),
-        neural_baselines=False,
-    )
+    config = TINY_RUN
     outcome = train_job(data, config, seed=2, name="rotor-split", models_dir=tmp_path)
     checkpoint = load_checkpoint(outcome.path)
     prepared = held_out(checkpoint, data)

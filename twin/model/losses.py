@@ -49,14 +49,11 @@ def feature_loss(
         per_feature = 2 * functional.huber_loss(predicted, observed, delta=HUBER_DELTA, reduction="none")
         return (per_feature.reshape(-1, f).mean(dim=0) * weights).mean()
     per_feature = (predicted - observed).pow(2).reshape(-1, f).mean(dim=0)
-    if weights is not None:
-        log_mse = (torch.log(per_feature + 1e-5) * weights).mean()
-        per_feature = per_feature * weights
-    else:
-        log_mse = torch.log(per_feature + 1e-5).mean()
+    w = 1.0 if weights is None else weights  # x 1.0 is exact: unweighted runs train as before
     if kind == "mse":
-        return per_feature.mean()
-    return log_mse if kind == "log_mse" else per_feature.mean() + 0.1 * log_mse
+        return (per_feature * w).mean()
+    log_mse = (torch.log(per_feature + 1e-5) * w).mean()
+    return log_mse if kind == "log_mse" else (per_feature * w).mean() + 0.1 * log_mse
 
 
 @dataclass(frozen=True, slots=True)
