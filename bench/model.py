@@ -29,6 +29,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 import torch  # noqa: E402
 
+from twin.model.generate import default_episodes  # noqa: E402
 from twin.model.jepa import ModelConfig  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
 from twin.model.presets import (  # noqa: E402
@@ -66,17 +67,23 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     )
     arm_camera = scene_model("arm", camera=True, camera_only=("cube",))
     return {
-        "cartpole": {"episodes": 300, "config": RunConfig(train=jepa, baseline_train=base)},
-        "rotor": {"episodes": 100, "config": RunConfig(train=jepa, baseline_train=base)},
+        "cartpole": {
+            "episodes": default_episodes("cartpole"),
+            "config": RunConfig(train=jepa, baseline_train=base),
+        },
+        "rotor": {
+            "episodes": default_episodes("rotor"),
+            "config": RunConfig(train=jepa, baseline_train=base),
+        },
         "arm": {
-            "episodes": 120,
+            "episodes": default_episodes("arm"),
             "config": RunConfig(
                 model=scene_model("arm"), objective=scene_objective("arm"), train=jepa, baseline_train=base
             ),
         },
         "arm-camera": {
             "scene": "arm",
-            "episodes": 120,
+            "episodes": default_episodes("arm", camera=True),
             "camera": True,
             "config": RunConfig(
                 model=arm_camera,

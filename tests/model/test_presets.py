@@ -59,6 +59,17 @@ def test_camera_data_of_the_arm_places_cubes_anywhere_and_its_lineage_says_so() 
     assert GenerateConfig("arm", 2, camera=True, options={}).scene_options == {}  # explicit wins
 
 
+def test_default_episodes_camera_runs_generate_fewer() -> None:
+    from twin.model.generate import SCENE_CAMERA_EPISODES, SCENE_EPISODES, default_episodes
+
+    for scene in ("cartpole", "rotor", "arm"):
+        assert default_episodes(scene) == SCENE_EPISODES[scene]
+        assert 0 < default_episodes(scene, camera=True) < default_episodes(scene)
+    assert default_episodes("arm", camera=True) == SCENE_CAMERA_EPISODES["arm"]  # what the bench measures
+    assert default_episodes("cartpole", camera=True) == SCENE_EPISODES["cartpole"] // 3
+    assert (default_episodes("unknown-scene"), default_episodes("unknown-scene", camera=True)) == (200, 66)
+
+
 def test_a_lineage_written_before_scene_options_regenerates_the_home_placement() -> None:
     from twin.model.generate import GenerateConfig
     from twin.model.jobs import data_from_lineage

@@ -65,7 +65,7 @@ def train_command(
     import torch
 
     from twin.logs import setup_logging
-    from twin.model.generate import SCENE_EPISODES
+    from twin.model.generate import default_episodes
     from twin.model.jobs import DataSpec, load_data, train_job
     from twin.model.pipeline import RunConfig
     from twin.model.presets import (
@@ -98,7 +98,7 @@ def train_command(
         scene,
         generate=0
         if episodes is not None
-        else (generate or SCENE_EPISODES.get(scene, 200) // (3 if camera else 1)),
+        else (generate or default_episodes(scene, camera or camera_only)),
         from_db=episodes is not None,
         episode_ids=ids,
         asset=asset,
