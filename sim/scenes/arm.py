@@ -40,12 +40,10 @@ from sim.scenes.base import BaseScene
 
 TABLE_TOP_M = 0.625
 CUBE_HOME = ((0.55, -0.15), (0.6, 0.1), (0.45, 0.25))
-CUBE_COLOURS = ((0.15, 0.7, 0.15, 1.0), (0.8, 0.1, 0.8, 1.0), (0.0, 0.8, 0.8, 1.0))
-"""Green, magenta, cyan: which cube is which shows in one frame. Three identical cubes could
+CUBE_COLOURS = ((0.15, 0.7, 0.15, 1.0), (0.8, 0.1, 0.8, 1.0), (1.0, 1.0, 1.0, 1.0))
+"""Green, magenta, white: which cube is which shows in one frame. Three identical cubes could
 only be told apart by where they were, which a camera reading of one moment does not know once
-the arm has pushed them about (docs/model.md, "The arm's camera"). The third was white until
-2026-12-06: on the beige table its reader failed on one seed of three (R^2 -0.05 / -0.99 for its
-x / y while the other two read 0.93-0.97; cyan: 0.75 / 0.96, docs/model.md, "A third seed")."""
+the arm has pushed them about (docs/model.md, "The arm's camera")."""
 CUBE_PLACEMENTS = ("home", "table")
 CUBE_AREA = ((0.35, 0.7), (-0.28, 0.38))
 """Asset-frame x and y ranges, metres, of ``cubes="table"`` placement: reachable by the arm's
