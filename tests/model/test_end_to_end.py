@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from modelutil import TINY_RUN
+from modelutil import TINY_RUN, oscillator_data
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
@@ -102,3 +102,38 @@ def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
     assert result.exit_code == 2 and "no sensor of arm starts with" in result.output
     result = runner.invoke(app, [*args, "--from-camera", "cube", "--camera-only"])
     assert result.exit_code == 2
+
+
+def test_fine_tuning_weighs_the_sensors_the_run_selected_on(jumeau_home, tmp_path):
+    """The worker's fine-tuning trains with the checkpoint's own objective, ``select_on``'s
+    feature weights included: the same checkpoint with its selection dropped tunes differently."""
+    import dataclasses
+
+    import numpy as np
+
+    from twin.model.checkpoint import load_checkpoint
+    from twin.model.jobs import train_job
+    from twin.worker.adapt import Segment, fine_tune
+    from twin.worker.config import AdaptConfig
+
+    data = oscillator_data(episodes=12, steps=120)
+    objective = dataclasses.replace(TINY_RUN.objective, select_weight=4.0)
+    config = dataclasses.replace(TINY_RUN, objective=objective, select_on=("position",))
+    checkpoint = load_checkpoint(train_job(data, config, seed=0, name="osc-select", models_dir=tmp_path).path)
+    assert list(checkpoint.config["select_on"]) == ["position"]
+    assert checkpoint.config["objective"]["select_weight"] == 4.0
+    step_ns = 33_333_333
+    segments = {
+        "osc-0": [
+            Segment(np.arange(e.steps + 1, dtype=np.int64) * step_ns + k * 10**12, e.obs, e.actions, False)
+            for k, e in enumerate(data.episodes[:4])
+        ]
+    }
+    adapt = AdaptConfig(train_steps=3, batch=8, rollout_steps=4, min_steps=10, buffer_steps=100)
+    selected = fine_tune(checkpoint, segments, adapt)
+    unselected = dataclasses.replace(checkpoint, config={**checkpoint.config, "select_on": []})
+    plain = fine_tune(unselected, segments, adapt)
+    assert selected["model"] is not None and plain["model"] is not None
+    assert selected["loss_first"] != plain["loss_first"]  # the same first batch, weighed otherwise
+    again = fine_tune(checkpoint, segments, adapt)
+    assert again["loss_first"] == selected["loss_first"]  # seeded: only the weights differ
