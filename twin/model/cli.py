@@ -96,9 +96,7 @@ def train_command(
             asset = episodes
     spec = DataSpec(
         scene,
-        generate=0
-        if episodes is not None
-        else (generate or default_episodes(scene, camera or camera_only)),
+        generate=0 if episodes is not None else (generate or default_episodes(scene, camera or camera_only)),
         from_db=episodes is not None,
         episode_ids=ids,
         asset=asset,
