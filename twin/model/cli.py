@@ -86,7 +86,7 @@ def train_command(
         raise typer.BadParameter(
             "--camera-only already learns every sensor from the camera: drop --from-camera"
         )
-    camera = camera or bool(hidden)
+    camera = camera or camera_only or bool(hidden)  # frames are encoded
     ids: tuple[int, ...] = ()
     asset = None
     if episodes is not None and episodes != "all":
@@ -96,11 +96,11 @@ def train_command(
             asset = episodes
     spec = DataSpec(
         scene,
-        generate=0 if episodes is not None else (generate or default_episodes(scene, camera or camera_only)),
+        generate=0 if episodes is not None else (generate or default_episodes(scene, camera)),
         from_db=episodes is not None,
         episode_ids=ids,
         asset=asset,
-        camera=camera or camera_only,
+        camera=camera,
         seed=seed,
     )
     try:
@@ -115,7 +115,7 @@ def train_command(
         raise typer.Exit(2)
     model = scene_model(
         scene,
-        camera=camera or camera_only,
+        camera=camera,
         sensors=not camera_only,
         carry_observation=not camera_only,
         **({"camera_only": hidden} if hidden else {}),
