@@ -26,6 +26,7 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     model = scene_model("arm", camera=True, camera_only=("cube",))
     assert model.linear_path is False and model.camera_only == ("cube",)
     assert model.camera_reader == "keypoints"  # the arm's camera: keypoints only
+    assert model.camera_keypoints >= 4 * 3  # spare maps for its three cubes (test_parts: why)
     assert model.camera_dims == 16
     assert (model.keypoint_pooling, model.camera_readout) == ("presence", "linear")
     assert scene_model("cartpole", camera=True).camera_reader == "cnn"

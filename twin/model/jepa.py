@@ -77,7 +77,8 @@ class ModelConfig:
     with ``camera_keypoints`` beside it) or ``"keypoints"``
     (:class:`~twin.model.encoders.PixelKeypointEncoder`: a colour classifier of 2 x 2 pixel
     patches read as ``camera_keypoints`` keypoints, nothing else; 8 when ``camera_keypoints``
-    is 0)."""
+    is 0; give it spare maps, several per object it must find: the arm's camera preset has 16
+    for three cubes, see ``presets.SCENE_CAMERA_MODEL``)."""
     camera_dims: int = 0
     """With ``camera_only`` columns: the camera's embedding gets the last ``camera_dims``
     dimensions of the learned latent to itself (the sensors' embedding the others, side by side
