@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -432,6 +433,25 @@ def test_camera_keypoints_are_an_option_and_old_camera_checkpoints_load_without_
     assert ModelConfig.from_dict(stored).camera_keypoints == 0
 
 
+def _fit_reader(
+    reader: torch.nn.Module, scenes: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], steps: int
+) -> torch.Tensor:
+    """Fit a camera reader to ``scenes(256, 1)`` -> (frames, target positions) with Adam, batches
+    of 32 in turn, for ``steps``; R^2 per target column on the unseen ``scenes(128, 2)``."""
+    frames, target = scenes(256, 1)
+    optimiser = torch.optim.Adam(reader.parameters(), 3e-3)
+    for step in range(steps):
+        batch = torch.arange(32) + 32 * (step % 8)
+        loss = torch.nn.functional.mse_loss(reader(frames[batch]), target[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    frames, target = scenes(128, 2)
+    with torch.no_grad():
+        error = ((reader(frames) - target) ** 2).sum(0)
+    return 1 - error / ((target - target.mean(0)) ** 2).sum(0)
+
+
 @pytest.mark.parametrize("pooling", ["concat", "presence"])
 def test_pixel_keypoint_reader_learns_where_a_coloured_square_is(pooling):
     """The keypoint-only camera reader: shapes, and in 300 steps on random scenes it reads a
@@ -454,18 +474,7 @@ def test_pixel_keypoint_reader_learns_where_a_coloured_square_is(pooling):
     torch.manual_seed(0)
     reader = PixelKeypointEncoder(2, channels=8, keypoints=2, pooling=pooling)
     assert reader(torch.zeros(5, 2, 3, 64, 64, dtype=torch.uint8)).shape == (5, 2)
-    frames, target = scenes(256, 1)
-    optimiser = torch.optim.Adam(reader.parameters(), 3e-3)
-    for step in range(300 if pooling == "concat" else 600):  # one pooled copy of each keypoint learns slower
-        batch = torch.arange(32) + 32 * (step % 8)
-        loss = torch.nn.functional.mse_loss(reader(frames[batch]), target[batch])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    frames, target = scenes(128, 2)
-    with torch.no_grad():
-        error = ((reader(frames) - target) ** 2).sum(0)
-    r2 = 1 - error / ((target - target.mean(0)) ** 2).sum(0)
+    r2 = _fit_reader(reader, scenes, 300 if pooling == "concat" else 600)  # pooled keypoints learn slower
     assert bool((r2 > 0.9).all()), r2
     with pytest.raises(ValueError, match="camera_reader"):
         ModelConfig(camera=True, camera_reader="vit")
@@ -501,18 +510,7 @@ def test_spare_keypoint_maps_find_a_faint_cube_that_one_map_per_cube_loses():
     def r2_after_training(keypoints: int) -> torch.Tensor:
         torch.manual_seed(0)
         reader = PixelKeypointEncoder(6, channels=8, keypoints=keypoints, pooling="presence")
-        frames, target = scenes(256, 1)
-        optimiser = torch.optim.Adam(reader.parameters(), 3e-3)
-        for step in range(600):
-            batch = torch.arange(32) + 32 * (step % 8)
-            loss = torch.nn.functional.mse_loss(reader(frames[batch]), target[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        frames, target = scenes(128, 2)
-        with torch.no_grad():
-            error = ((reader(frames) - target) ** 2).sum(0)
-        return 1 - error / ((target - target.mean(0)) ** 2).sum(0)  # (6,): each square's row, col
+        return _fit_reader(reader, scenes, 600)  # (6,): each square's row, col
 
     spare = r2_after_training(16)
     assert bool((spare > 0.9).all()), spare
