@@ -145,7 +145,10 @@ def bad_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 feed.tamper.update(_tampering(feed))
                 feed.announce()
                 assert pub.wait_subscribed("obs.good.", 10)
-                feed.run(STEPS, rate_hz=60)
+                # the streams' own 30 Hz: at twice that a loaded 2-core machine (CI) fell behind,
+                # the worker stepped over frames, and the detector, which skips multi-period
+                # steps, saw too few after BIAS_STEP to raise the biased asset's anomaly
+                feed.run(STEPS, rate_hz=30)
                 heard.wait_for(
                     lambda: any(p.origin_t_ns >= feed.t_ns(STEPS - 10) for p in heard.predictions("good")),
                     timeout_s=30,
@@ -236,7 +239,10 @@ def test_an_anomaly_no_injected_fault_explains_is_counted_a_false_alarm(bad_run)
     is raised), published, stored and counted as such."""
     heard = bad_run["heard"]
     anomalies = [m for m in heard if getattr(m, "category", None) == "anomaly"]
-    assert any(m.asset == "biased" for m in anomalies), "no anomaly for a position that reads 1 m off"
+    served = sum(1 for m in heard if getattr(m, "asset", None) == "biased" and m.topic.startswith("pred."))
+    assert any(m.asset == "biased" for m in anomalies), (
+        f"no anomaly for a position that reads 1 m off ({served} predictions for it; {bad_run['stopped']})"
+    )
     assert all(m.params["false_alarm"] is True and "fault" not in m.params for m in anomalies)
     assert bad_run["stopped"]["false_alarms"] == len(anomalies) == len(bad_run["stored_anomalies"])
     assert all(p.get("false_alarm") is True for _, p in bad_run["stored_anomalies"])
