@@ -106,10 +106,19 @@ class SpatialSoftmax(nn.Module):
         self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
         self.log_temperature = nn.Parameter(torch.tensor(float(log_temperature)))
 
+    def scale(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) logits -> (B, K, HW) logits over the temperature. A product with
+        ``exp(-log_temperature)``, not a quotient: a quotient's backward to the temperature costs
+        three passes over the maps (on the arm's camera, half the keypoint reader's time)."""
+        return maps.flatten(2) * (-self.log_temperature).exp()
+
+    def points(self, scaled: torch.Tensor) -> torch.Tensor:
+        """(B, K, HW) scaled logits (:meth:`scale`) -> (B, 2K) keypoints."""
+        b, k = scaled.shape[:2]
+        return (torch.softmax(scaled, dim=-1) @ self.grid).reshape(b, 2 * k)
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        b, k = maps.shape[:2]
-        weights = torch.softmax(maps.flatten(2) / self.log_temperature.exp(), dim=-1)  # (B, K, HW)
-        return (weights @ self.grid).reshape(b, 2 * k)
+        return self.points(self.scale(maps))
 
 
 class CameraEncoder(nn.Module):
@@ -190,11 +199,12 @@ class PixelKeypointEncoder(nn.Module):
             self.presence_gain = nn.Parameter(torch.tensor(1.0))
         self.out = nn.Linear((2 if pooling == "presence" else 4) * keypoints, latent_dim)
 
-    def presence(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, K, H, W) logits -> (B, K): 0.1 x the log of the mean of ``exp(logit /
-        temperature)`` over the map's cells: near the highest logit where a few cells stand out
-        (what the soft-argmax follows), near the mean logit where none does."""
-        scaled = maps.flatten(2) / self.points.log_temperature.exp()
+    @staticmethod
+    def presence(scaled: torch.Tensor) -> torch.Tensor:
+        """(B, K, HW) logits over the temperature (:meth:`SpatialSoftmax.scale`) -> (B, K): 0.1 x
+        the log of the mean of ``exp(logit / temperature)`` over the map's cells: near the
+        highest logit where a few cells stand out (what the soft-argmax follows), near the mean
+        logit where none does."""
         return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 
     def forward(self, frames: torch.Tensor | FramePairs) -> torch.Tensor:
@@ -206,12 +216,13 @@ class PixelKeypointEncoder(nn.Module):
             unique = frames[:, -2:].flatten(0, 1)  # (2B, 3, H, W): previous, latest of each
             pairs = torch.arange(len(unique), device=unique.device).reshape(-1, 2)
         b = len(pairs)
-        maps = self.maps(unique.float() / 255.0 - 0.5)  # (M, K, H/2, W/2)
-        points = self.points(maps)[pairs]  # (B, 2, 2K)
+        pixels = unique.float().mul_(1 / 255.0).sub_(0.5)  # no gradient: in place
+        scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2), shared by both reads
+        points = self.points.points(scaled)[pairs]  # (B, 2, 2K)
         if self.frame_bias is None:
             return self.out(points.reshape(b, -1))  # (B, 2 frames x 2K)
-        k = maps.shape[1]
-        logits = self.presence_gain * self.presence(maps)[pairs] + self.frame_bias[:, None]  # (B, 2, K)
+        k = scaled.shape[1]
+        logits = self.presence_gain * self.presence(scaled)[pairs] + self.frame_bias[:, None]  # (B, 2, K)
         weights = torch.softmax(logits, dim=1)
         pooled = (points.reshape(b, 2, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
         return self.out(pooled.reshape(b, 2 * k))
