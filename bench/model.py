@@ -36,7 +36,7 @@ from twin.model.presets import (  # noqa: E402
     CAMERA_KEEP_LATER_WITHIN,
     scene_model,
     scene_objective,
-    scene_select_on,
+    scene_selection,
 )
 from twin.model.train import TrainConfig  # noqa: E402
 
@@ -91,7 +91,7 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
                 train=camera,
                 baseline_train=base,
                 neural_baselines=False,
-                select_on=scene_select_on("arm", arm_camera.camera_only),
+                **scene_selection("arm", arm_camera.camera_only),
             ),
         },
     }

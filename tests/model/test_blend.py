@@ -212,3 +212,39 @@ def test_select_on_scores_only_the_named_sensors_and_is_checked():
     assert scene_select_on("arm", ("cube",)) == tuple(f"cube{k}_{a}" for k in range(3) for a in "xy")
     assert scene_select_on("arm", ("cube1",)) == ("cube1_x", "cube1_y")
     assert scene_select_on("arm", ()) == () and scene_select_on("cartpole", ("pole",)) == ()
+
+
+def test_select_horizons_score_only_those_steps_and_are_checked():
+    """``RunConfig.select_horizons``: the kept weights are those of the best validation error
+    at the named horizons alone; the default scores 10 and 50 steps, the mean of each alone;
+    bad horizons are errors; runs stored before the field select at 10 and 50 steps; camera
+    runs with a selection select at 10 steps (``presets.scene_selection``)."""
+    import dataclasses
+
+    from twin.model.baselines import NeuralForecaster
+    from twin.model.pipeline import prepare, train_jepa, validation
+    from twin.model.presets import CAMERA_SELECT_HORIZONS, scene_selection
+
+    torch.manual_seed(0)
+    data = oscillator_data(episodes=12, steps=120)
+    config = dataclasses.replace(RUN, select_horizons=(10,))
+    prepared = prepare(data, config, seed=1)
+    model, result = train_jepa(prepared, config, seed=1)
+    forecaster = NeuralForecaster(model, prepared.features, config.model.history)
+    at10 = validation(forecaster, prepared, horizons=(10,))
+    at50 = validation(forecaster, prepared, horizons=(50,))
+    assert result.best_val == pytest.approx(at10, rel=1e-6) and at10 != at50
+    assert validation(forecaster, prepared) == pytest.approx((at10 + at50) / 2)
+    for bad in ((), (0,), (51,), (10, 10), (2.5,)):
+        with pytest.raises(ValueError, match="select_horizons"):
+            RunConfig(select_horizons=bad)
+    with pytest.raises(ValueError, match="horizons"):
+        validation(forecaster, prepared, horizons=(60,))
+    assert RunConfig.from_dict(config.to_dict()).select_horizons == (10,)
+    legacy = config.to_dict()
+    del legacy["select_horizons"]
+    assert RunConfig.from_dict(legacy).select_horizons == (10, 50) == RunConfig().select_horizons
+    camera = scene_selection("arm", ("cube",))
+    assert camera["select_horizons"] == CAMERA_SELECT_HORIZONS == (10,) and len(camera["select_on"]) == 6
+    assert scene_selection("arm", ()) == {"select_on": (), "select_horizons": (10, 50)}
+    assert RunConfig(**camera).select_horizons == (10,)

@@ -72,7 +72,7 @@ def train_command(
         CAMERA_KEEP_LATER_WITHIN,
         scene_model,
         scene_objective,
-        scene_select_on,
+        scene_selection,
     )
     from twin.model.train import TrainConfig
     from twin.settings import home
@@ -128,9 +128,7 @@ def train_command(
         keep_later_within=CAMERA_KEEP_LATER_WITHIN if hidden else 0.0,
     )
     objective = scene_objective(scene, camera=model.camera)
-    config = RunConfig(
-        model=model, objective=objective, train=train, select_on=scene_select_on(scene, hidden)
-    )
+    config = RunConfig(model=model, objective=objective, train=train, **scene_selection(scene, hidden))
     outcome = train_job(
         data,
         config,
