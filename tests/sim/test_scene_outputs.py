@@ -109,6 +109,41 @@ def test_arm_places_cubes_anywhere_on_the_table_when_asked():
         make_scene("arm", SceneConfig(options={"cubes": "floor"}))
 
 
+def test_a_walled_tray_keeps_a_flung_cube_in_view_where_the_table_puts_it_back():
+    """``cubes="tray"``: a cube thrown at 3 m/s toward the tray's far wall stops at the wall and
+    moves continuously (no put-back); on the open table the same throw leaves the camera's
+    field and the cube jumps back onto a free spot."""
+    from sim.scenes.arm import CAMERA_CENTRE, CUBE_FIELD_M, TRAY_HALF_M
+
+    def throw(cubes: str) -> np.ndarray:
+        options = {"cubes": cubes}
+        with make_scene("arm", SceneConfig(seed=1, controller="random", options=options)) as scene:
+            cube = scene.cubes[2]
+            x, y = CAMERA_CENTRE[0] + 0.1, CAMERA_CENTRE[1]
+            for other, dy in zip(scene.cubes[:2], (-0.25, 0.25), strict=True):  # out of the way
+                scene.client.resetBasePositionAndOrientation(
+                    other, scene._at(x - 0.2, y + dy, 0.025), (0, 0, 0, 1)
+                )
+            scene.client.resetBasePositionAndOrientation(cube, scene._at(x, y, 0.025), (0, 0, 0, 1))
+            scene.client.resetBaseVelocity(cube, (3.0, 0, 0), (0, 0, 0))
+            path = []
+            for _ in range(60):  # 2 s of control steps, the rescue checked at each
+                action = scene.control()
+                for _ in range(8):
+                    scene.step(action)
+                path.append(np.asarray(scene.client.getBasePositionAndOrientation(cube)[0]) - scene.origin)
+            return np.array(path)
+
+    tray = throw("tray")
+    assert tray[:, 0].max() <= CAMERA_CENTRE[0] + TRAY_HALF_M  # stopped by the wall
+    assert tray[-1, 0] > CAMERA_CENTRE[0] + TRAY_HALF_M - 0.1  # and lies by it, in view
+    assert np.linalg.norm(np.diff(tray, axis=0), axis=1).max() < 0.15  # moved, never jumped
+    table = throw("table")
+    assert (table[:, 0] > CAMERA_CENTRE[0] + CUBE_FIELD_M).sum() <= 1  # left the field, put back
+    assert np.linalg.norm(np.diff(table[:, :2], axis=0), axis=1).max() > 0.3  # the feeder's jump
+    assert abs(table[-1, 0] - CAMERA_CENTRE[0]) < CUBE_FIELD_M
+
+
 @pytest.mark.parametrize("controller", ["default", "random"])
 def test_with_cubes_on_the_table_a_cube_leaving_the_view_is_put_back_at_once(controller: str):
     from sim.scenes.arm import CUBE_AREA, CUBE_SPACING_M

@@ -37,10 +37,12 @@ SCENE_ACTION_RATE = {"arm": 0.1}
 """Largest change of an action per control step (fraction of half range; 0: unlimited). The arm's
 joint set-points move like an interpolated trajectory instead of jumping."""
 
-SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "table"}}
-"""Scene options (``SceneConfig.options``) of camera runs: the arm places its cubes anywhere on
-the table, so a camera reader learns where a cube is from many configurations rather than
-telling a few dozen episodes apart (docs/model.md, "The arm's camera")."""
+SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "tray"}}
+"""Scene options (``SceneConfig.options``) of camera runs: the arm places its cubes anywhere in
+a walled tray on the table, so a camera reader learns where a cube is from many configurations
+rather than telling a few dozen episodes apart, and a pushed cube stays in view by physics, not
+by a feeder's jump no reading foresees (docs/model.md, "The arm's camera", "A tray for the
+cubes")."""
 
 SCENE_EPISODES = {"cartpole": 300, "rotor": 100, "arm": 600}
 """Default episodes to generate for training (60-120k transitions, under a minute of
