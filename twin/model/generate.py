@@ -41,8 +41,8 @@ SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "tray"}}
 """Scene options (``SceneConfig.options``) of camera runs: the arm places its cubes anywhere in
 a walled tray on the table, so a camera reader learns where a cube is from many configurations
 rather than telling a few dozen episodes apart, and a pushed cube stays in view by physics, not
-by a feeder's jump no reading foresees (docs/model.md, "The arm's camera", "A tray for the
-cubes")."""
+by a feeder's jump no reading foresees (docs/model.md, "The arm's camera", "Selecting at 10
+steps, and a tray for the cubes")."""
 
 SCENE_EPISODES = {"cartpole": 300, "rotor": 100, "arm": 600}
 """Default episodes to generate for training (60-120k transitions, under a minute of

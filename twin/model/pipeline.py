@@ -76,7 +76,7 @@ class RunConfig:
     chooses the JEPA's best weights and stops its training early. The arm's camera preset
     selects at 10 steps alone: its cubes' 50-step error is mostly pushes and the feeder, which
     no reading foresees, and that noise chose step 500's weights (probe 0.896) over later ones
-    reading 0.93 (docs/model.md, "Selecting at 10 steps")."""
+    reading 0.93 (docs/model.md, "Selecting at 10 steps, and a tray for the cubes")."""
 
     def __post_init__(self) -> None:
         if not 0 < self.level < 1:

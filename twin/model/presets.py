@@ -81,7 +81,7 @@ validation error at 10 steps alone chooses the weights. At 10 and 50 (the defaul
 camera preset on seed 0 kept step 500's weights (probe R^2 0.896) because the cubes' 50-step
 error, pushes and the feeder that no reading foresees, rose after it; scored every 250 steps to
 2,000 the probe read 0.926-0.932 from step 750 on, where the 10-step error was lowest
-(docs/model.md, "Selecting at 10 steps")."""
+(docs/model.md, "Selecting at 10 steps, and a tray for the cubes")."""
 
 CAMERA_ROLLOUT_STEPS = 8
 """Unrolled steps of the objective with camera frames (each step encodes a frame pair: 32 do
