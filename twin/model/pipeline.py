@@ -46,6 +46,9 @@ from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 log = logging.getLogger(__name__)
 
 EVAL_HORIZON = max(HORIZONS)
+SELECT_HORIZONS = (10, 50)
+"""Horizons (control steps) whose validation error chooses a run's weights unless its
+``RunConfig.select_horizons`` says otherwise (and what runs stored before that field used)."""
 BASELINES = ("persistence", "const_velocity", "linear", "mlp", "gru")
 
 
@@ -71,7 +74,7 @@ class RunConfig:
     training early (empty: every sensor). The arm's camera preset names the cubes' x and y:
     the camera part learns long after the score of all 49 sensors has flattened, and that
     score kept step 750's weights (docs/model.md, "The arm's camera")."""
-    select_horizons: tuple[int, ...] = (10, 50)
+    select_horizons: tuple[int, ...] = SELECT_HORIZONS
     """Horizons (control steps, each in ``1..EVAL_HORIZON``) whose validation error, averaged,
     chooses the JEPA's best weights and stops its training early. The arm's camera preset
     selects at 10 steps alone: its cubes' 50-step error is mostly pushes and the feeder, which
@@ -134,7 +137,7 @@ class RunConfig:
             val_windows=d.get("val_windows", 800),
             blend=d.get("blend", False),
             select_on=tuple(d.get("select_on", ())),
-            select_horizons=tuple(d.get("select_horizons", (10, 50))),
+            select_horizons=tuple(d.get("select_horizons", SELECT_HORIZONS)),
         )
 
 
@@ -168,7 +171,7 @@ def validation(
     forecaster: Forecaster,
     prepared: Prepared,
     sensors: list[int] | None = None,
-    horizons: tuple[int, ...] = (10, 50),
+    horizons: tuple[int, ...] = SELECT_HORIZONS,
 ) -> float:
     """Mean normalised RMSE at ``horizons`` (control steps; 10 and 50 by default) on the
     validation windows (lower is better), over every sensor or the ``sensors`` (indices) given."""

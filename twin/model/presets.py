@@ -12,6 +12,7 @@ from typing import Any
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
+from twin.model.pipeline import SELECT_HORIZONS
 
 __all__ = [
     "CAMERA_KEEP_LATER_WITHIN",
@@ -135,6 +136,7 @@ def scene_selection(scene: str, camera_only: tuple[str, ...]) -> dict[str, tuple
     """``RunConfig`` fields that choose the JEPA's weights for a run of ``scene`` whose
     ``camera_only`` prefixes hide sensors from all but the camera: ``select_on``
     (:func:`scene_select_on`) and ``select_horizons`` (:data:`CAMERA_SELECT_HORIZONS` where
-    there is a selection, else the default 10 and 50 steps)."""
+    there is a selection, else ``pipeline.SELECT_HORIZONS``)."""
     select_on = scene_select_on(scene, camera_only)
-    return {"select_on": select_on, "select_horizons": CAMERA_SELECT_HORIZONS if select_on else (10, 50)}
+    horizons = CAMERA_SELECT_HORIZONS if select_on else SELECT_HORIZONS
+    return {"select_on": select_on, "select_horizons": horizons}
