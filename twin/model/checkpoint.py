@@ -18,7 +18,7 @@ from bridge import ActuatorSpec, SensorSpec, StreamSchema
 from twin.model.blend import HorizonBlend
 from twin.model.calibration import ConformalBands
 from twin.model.data import FeatureMap
-from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
+from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns, phase_columns
 
 FORMAT = "jumeau-world-model/1"
 
@@ -154,7 +154,8 @@ def load_checkpoint(path: Path | str, stream: StreamSchema | None = None) -> Che
     features = FeatureMap.from_dict(payload["features"])
     config = ModelConfig.from_dict(payload["config"]["model"])
     hidden = camera_only_columns(config, features, [s.name for s in schema.sensors])
-    model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators), hidden)
+    phase = phase_columns(config, features, schema.sensors, payload["control_hz"])
+    model = build_model(config, features.n_features, features.n_sensors, len(schema.actuators), hidden, phase)
     if "blend.weights" in payload["state_dict"]:
         model.blend = HorizonBlend(payload["state_dict"]["blend.weights"])
     model.load_state_dict(payload["state_dict"])

@@ -8,6 +8,7 @@ Shapes: B batch, H horizon (control steps), D latent, F sensor features, S senso
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bridge import SensorSpec
 from twin.model.blend import HorizonBlend
 from twin.model.data import FeatureMap
 from twin.model.encoders import (
@@ -116,9 +118,31 @@ class ModelConfig:
     outside the training data (the arm's cube lying on the floor, 8 std below the table) then
     drives the dynamics as the edge of the data instead of driving every output off with it.
     0: off."""
+    phase_from: tuple[str, ...] = ()
+    """Angular-speed sensors (unit rad/s) that each turn a phase pair: the first ``2 *
+    len(phase_from)`` learned dimensions, rotated at every predictor step through the angle the
+    speed sweeps in one control step (see :class:`~twin.model.predictor.LatentPredictor`). For
+    a rotating machine whose signals repeat once per turn of a shaft no sensor reports the
+    angle of (the rotor's imbalance vibration, sampled at 30 Hz while the shaft turns 1-8 rad
+    between samples): the encoder finds the phase from the window, the predictor integrates
+    the measured speed exactly, and the MLP reads the turned pair. Needs ``carry_observation``
+    (the speed is read from z). Empty: none (docs/model.md, "Phase pairs")."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
+        object.__setattr__(self, "phase_from", tuple(self.phase_from))
+        if self.phase_from:
+            if not all(isinstance(n, str) and n for n in self.phase_from) or len(set(self.phase_from)) < len(
+                self.phase_from
+            ):
+                raise ValueError(f"ModelConfig.phase_from={self.phase_from!r} must name distinct sensors")
+            if not self.carry_observation:
+                raise ValueError("ModelConfig.phase_from needs carry_observation=True (speeds come from z)")
+            if 2 * len(self.phase_from) > self.latent_dim - self.camera_dims:
+                raise ValueError(
+                    f"ModelConfig.phase_from={self.phase_from!r} needs {2 * len(self.phase_from)} learned "
+                    f"dimensions, latent_dim={self.latent_dim} (camera_dims={self.camera_dims}) has fewer"
+                )
         if self.camera_only and not self.camera:
             raise ValueError(f"ModelConfig.camera_only={self.camera_only!r} needs camera=True")
         if (
@@ -199,6 +223,7 @@ LEGACY_DEFAULTS: dict[str, Any] = {
     "keypoint_pooling": "concat",
     "camera_readout": "mlp",
     "input_clip": 0.0,
+    "phase_from": (),
 }
 """Fields added to :class:`ModelConfig` after checkpoints were written, with the value that
 reproduces those checkpoints."""
@@ -285,11 +310,46 @@ def camera_only_columns(
     return features.columns(np.array([n.startswith(config.camera_only) for n in sensor_names]))
 
 
+def phase_columns(
+    config: ModelConfig, features: FeatureMap, sensors: Sequence[SensorSpec], control_hz: float
+) -> tuple[tuple[int, float, float], ...]:
+    """Per sensor of ``config.phase_from``: (its column in z, rad per normalised unit per step,
+    rad per step at its mean), the :class:`~twin.model.predictor.LatentPredictor`'s ``phase``.
+    A name that is not an angular speed the encoder sees is a :class:`ValueError`."""
+    names = [s.name for s in sensors]
+    out = []
+    for name in config.phase_from:
+        if name not in names:
+            raise ValueError(f"ModelConfig.phase_from: no sensor named {name!r} (has: {', '.join(names)})")
+        i = names.index(name)
+        if sensors[i].unit != "rad/s" or features.periodic[i]:
+            raise ValueError(
+                f"ModelConfig.phase_from: sensor {name!r} is in {sensors[i].unit!r}, not a speed in rad/s"
+            )
+        if config.camera_only and name.startswith(config.camera_only):
+            raise ValueError(f"ModelConfig.phase_from: {name!r} is camera_only: the encoder never sees it")
+        column = features.columns(np.arange(len(names)) == i)[0]
+        dt = 1.0 / control_hz
+        out.append((config.latent_dim + column, float(features.std[i]) * dt, float(features.mean[i]) * dt))
+    return tuple(out)
+
+
 def build_model(
-    config: ModelConfig, n_features: int, n_sensors: int, n_actions: int, hidden_columns: tuple[int, ...] = ()
+    config: ModelConfig,
+    n_features: int,
+    n_sensors: int,
+    n_actions: int,
+    hidden_columns: tuple[int, ...] = (),
+    phase: tuple[tuple[int, float, float], ...] = (),
 ) -> JepaWorldModel:
     """Assemble the default parts for ``config`` (tests and ablations inject their own).
-    ``hidden_columns``: feature columns the sensor encoder never sees (see ``camera_only``)."""
+    ``hidden_columns``: feature columns the sensor encoder never sees (see ``camera_only``);
+    ``phase``: :func:`phase_columns` (one pair per ``config.phase_from`` sensor)."""
+    if len(phase) != len(config.phase_from):
+        raise ValueError(
+            f"build_model: ModelConfig.phase_from names {len(config.phase_from)} sensors, "
+            f"phase gives {len(phase)} (phase_columns makes it)"
+        )
     d = config.latent_dim
     z_dim = config.z_dim(n_features)
     sensor = (
@@ -316,6 +376,7 @@ def build_model(
             config.conditioning,
             config.linear_path,
             config.input_clip,
+            phase,
         ),
         Readout(
             z_dim,

@@ -39,7 +39,7 @@ from twin.model.evaluate import (
     rollouts,
     score,
 )
-from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns
+from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns, phase_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 
@@ -208,7 +208,9 @@ def train_jepa(
     names = [s.name for s in prepared.splits.train.schema.sensors]
     hidden = camera_only_columns(config.model, f, names)
     selected = sensor_indices(config.select_on, names)
-    model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden)
+    schema = prepared.splits.train.schema
+    phase = phase_columns(config.model, f, schema.sensors, prepared.splits.train.control_hz)
+    model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden, phase)
     objective = JepaObjective(model, config.objective, f, selected)
     forecaster = NeuralForecaster(model, f, config.model.history)
     trainer = Trainer(

@@ -4,7 +4,10 @@
 hidden layers are modulated by the action embedding (FiLM: ``h * (1 + gamma(e)) + beta(e)``);
 ``conditioning="concat"`` feeds the embedding only at the input (the ablation's weaker variant).
 History enters through the encoder's observation window, so the predictor is Markov in z and a
-rollout costs one MLP call per step.
+rollout costs one MLP call per step. With phase pairs (``ModelConfig.phase_from``) the first
+dimensions of z turn, before the MLP reads them, through the angle a measured angular speed
+sweeps in one step: a rotating machine's shaft angle, which its speed sensor does not show but
+its vibration does, is integrated exactly instead of learned.
 
 :class:`Readout`: latent (..., D) -> sensor features (..., F) and a per-sensor error scale
 (..., S) (the variance head whose output conformal calibration turns into bands).
@@ -25,7 +28,19 @@ class LatentPredictor(nn.Module):
     """(B, D) latent, (B, E) action embedding -> (B, D) next latent. ``linear``: a linear path
     ``A z + B e`` added to the MLP's step (zero-initialised). ``clip`` > 0: the MLP reads z
     clamped to ``[-clip, clip]`` (the residual and the linear path use z as it is; see
-    ``ModelConfig.input_clip``)."""
+    ``ModelConfig.input_clip``).
+
+    ``phase``: per phase pair k, ``(column, scale, offset)``: the column of z holding a
+    normalised angular speed ``u`` (rad/s = mean + std * u) and ``scale = std * dt``, ``offset
+    = mean * dt`` (rad), so that ``scale * u + offset`` is the angle the shaft turns through in
+    one control step of ``dt`` seconds. Each step first rotates the pair ``(z[2k], z[2k+1])``
+    by that angle, the speed taken as the mean of now and next (the trapezoid rule; next is
+    now plus the linear path's step when there is one, else now), then runs the residual MLP
+    and the linear path on the turned z: ``z' = T(z) + f(T(z), e) + A z + B e``. The encoder
+    learns to put the shaft's phase in the pair (a vibration at once per turn shows it); the
+    MLP reads the turned pair, so the next vibration is a smooth function of it and the speed
+    rather than of ``cos(speed * dt)``, which over the speed range winds through several
+    turns (see ``ModelConfig.phase_from``)."""
 
     def __init__(
         self,
@@ -36,9 +51,21 @@ class LatentPredictor(nn.Module):
         conditioning: str = "film",
         linear: bool = False,
         clip: float = 0.0,
+        phase: tuple[tuple[int, float, float], ...] = (),
     ):
         super().__init__()
         self.clip = clip
+        self.n_phase = len(phase)
+        if 2 * self.n_phase > latent_dim or any(not 2 * len(phase) <= c < latent_dim for c, _, _ in phase):
+            raise ValueError(
+                f"LatentPredictor(phase={phase!r}): {len(phase)} pairs need {2 * len(phase)} leading "
+                f"dimensions and speed columns after them, below latent_dim={latent_dim}"
+            )
+        # (k,) each, from the config and the feature statistics, rebuilt on load: not stored
+        columns, scales, offsets = zip(*phase, strict=True) if phase else ((), (), ())
+        self.register_buffer("phase_column", torch.tensor(columns, dtype=torch.long), persistent=False)
+        self.register_buffer("phase_scale", torch.tensor(scales, dtype=torch.float32), persistent=False)
+        self.register_buffer("phase_offset", torch.tensor(offsets, dtype=torch.float32), persistent=False)
         if conditioning not in CONDITIONING:
             raise ValueError(f"conditioning={conditioning!r} must be one of {CONDITIONING}")
         self.conditioning = conditioning
@@ -90,6 +117,8 @@ class LatentPredictor(nn.Module):
         if self.lin_z is not None:
             a_in, a_lin = a_in.split([self.inp.out_features, z.shape[-1]], dim=-1)
             linear = self.lin_z(z) + a_lin
+        if self.n_phase:
+            z = self.turn(z, linear)
         h = functional.linear(z.clamp(-self.clip, self.clip) if self.clip else z, w_z) + a_in
         for i, layer in enumerate([None, *self.hidden]):
             if layer is not None:
@@ -99,6 +128,18 @@ class LatentPredictor(nn.Module):
             h = functional.silu(h)
         out = z + self.out(h)
         return out if linear is None else out + linear
+
+    def turn(self, z: torch.Tensor, linear: torch.Tensor | None = None) -> torch.Tensor:
+        """z (..., D) with each phase pair rotated through its speed's angle over one step
+        (``linear``: the linear path's step of z, which estimates the next speed)."""
+        now = z[..., self.phase_column]  # (..., k) normalised speeds
+        after = now if linear is None else now + linear[..., self.phase_column]
+        angle = (now + after) * (self.phase_scale / 2) + self.phase_offset
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        pairs = 2 * self.n_phase
+        x, y = z[..., 0:pairs:2], z[..., 1:pairs:2]
+        turned = torch.stack((cos * x - sin * y, sin * x + cos * y), dim=-1).flatten(-2)
+        return torch.cat((turned, z[..., pairs:]), dim=-1)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.step(z, *self.condition(action))
