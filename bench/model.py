@@ -69,11 +69,21 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     return {
         "cartpole": {
             "episodes": default_episodes("cartpole"),
-            "config": RunConfig(train=jepa, baseline_train=base),
+            "config": RunConfig(
+                model=scene_model("cartpole"),
+                objective=scene_objective("cartpole"),
+                train=jepa,
+                baseline_train=base,
+            ),
         },
         "rotor": {
             "episodes": default_episodes("rotor"),
-            "config": RunConfig(train=jepa, baseline_train=base),
+            "config": RunConfig(
+                model=scene_model("rotor"),
+                objective=scene_objective("rotor"),
+                train=jepa,
+                baseline_train=base,
+            ),
         },
         "arm": {
             "episodes": default_episodes("arm"),

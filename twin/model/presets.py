@@ -35,7 +35,10 @@ The arm: a linear predictor path (NRMSE h1/h10/h50 0.438/0.767/0.883 -> 0.378/0.
 the same run; on the cartpole it cost 5% at h50, so it is not global) and inputs clamped at
 4 std where an MLP reads them: a cube on the floor is 6-8 std below the table, 7% of test
 windows hold one and they carried half the h10 error (h10 0.615 -> 0.589, shuffled-action
-ratio 1.79 -> 2.19 on the same data and seed; docs/model.md, "Cubes on the floor")."""
+ratio 1.79 -> 2.19 on the same data and seed; docs/model.md, "Cubes on the floor"). Not the
+rotor's phase pair (``phase_from``): it halved the one-step error and cut h10 by 12-16% on
+two seeds, but on one its 50-step error rose from 0.175 to 0.267 (docs/model.md, "Phase
+pairs: the rotor's shaft angle")."""
 
 SCENE_CAMERA_MODEL: dict[str, dict[str, Any]] = {
     "arm": {
