@@ -132,9 +132,8 @@ class ModelConfig:
         object.__setattr__(self, "camera_only", tuple(self.camera_only))
         object.__setattr__(self, "phase_from", tuple(self.phase_from))
         if self.phase_from:
-            if not all(isinstance(n, str) and n for n in self.phase_from) or len(set(self.phase_from)) < len(
-                self.phase_from
-            ):
+            named = all(isinstance(n, str) and n for n in self.phase_from)
+            if not named or len(set(self.phase_from)) < len(self.phase_from):
                 raise ValueError(f"ModelConfig.phase_from={self.phase_from!r} must name distinct sensors")
             if not self.carry_observation:
                 raise ValueError("ModelConfig.phase_from needs carry_observation=True (speeds come from z)")
@@ -317,6 +316,7 @@ def phase_columns(
     rad per step at its mean), the :class:`~twin.model.predictor.LatentPredictor`'s ``phase``.
     A name that is not an angular speed the encoder sees is a :class:`ValueError`."""
     names = [s.name for s in sensors]
+    dt = 1.0 / control_hz
     out = []
     for name in config.phase_from:
         if name not in names:
@@ -329,7 +329,6 @@ def phase_columns(
         if config.camera_only and name.startswith(config.camera_only):
             raise ValueError(f"ModelConfig.phase_from: {name!r} is camera_only: the encoder never sees it")
         column = features.columns(np.arange(len(names)) == i)[0]
-        dt = 1.0 / control_hz
         out.append((config.latent_dim + column, float(features.std[i]) * dt, float(features.mean[i]) * dt))
     return tuple(out)
 

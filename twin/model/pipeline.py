@@ -205,11 +205,11 @@ def train_jepa(
 ) -> tuple[JepaWorldModel, TrainResult]:
     torch.manual_seed(seed)
     f = prepared.features
-    names = [s.name for s in prepared.splits.train.schema.sensors]
+    episodes = prepared.splits.train
+    names = [s.name for s in episodes.schema.sensors]
     hidden = camera_only_columns(config.model, f, names)
     selected = sensor_indices(config.select_on, names)
-    schema = prepared.splits.train.schema
-    phase = phase_columns(config.model, f, schema.sensors, prepared.splits.train.control_hz)
+    phase = phase_columns(config.model, f, episodes.schema.sensors, episodes.control_hz)
     model = build_model(config.model, f.n_features, f.n_sensors, len(f.action_low), hidden, phase)
     objective = JepaObjective(model, config.objective, f, selected)
     forecaster = NeuralForecaster(model, f, config.model.history)

@@ -56,7 +56,7 @@ class LatentPredictor(nn.Module):
         super().__init__()
         self.clip = clip
         self.n_phase = len(phase)
-        if 2 * self.n_phase > latent_dim or any(not 2 * len(phase) <= c < latent_dim for c, _, _ in phase):
+        if any(not 2 * len(phase) <= c < latent_dim for c, _, _ in phase):  # also: room for the pairs
             raise ValueError(
                 f"LatentPredictor(phase={phase!r}): {len(phase)} pairs need {2 * len(phase)} leading "
                 f"dimensions and speed columns after them, below latent_dim={latent_dim}"
