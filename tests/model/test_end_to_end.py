@@ -98,7 +98,7 @@ def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
     assert model["camera_reader"] == "keypoints" and model["camera_dims"] == 16
     assert checkpoint.config["train"]["keep_later_within"] == 0.01
     assert checkpoint.config["select_horizons"] == [10]  # presets.CAMERA_SELECT_HORIZONS
-    assert checkpoint.lineage["options"] == {"cubes": "tray"}
+    assert checkpoint.lineage["options"] == {"cubes": "tray", "meshes": "coarse"}
     result = runner.invoke(app, [*args, "--from-camera", "nope"])
     assert result.exit_code == 2 and "no sensor of arm starts with" in result.output
     result = runner.invoke(app, [*args, "--from-camera", "cube", "--camera-only"])

@@ -54,8 +54,8 @@ def test_camera_data_of_the_arm_places_cubes_anywhere_and_its_lineage_says_so() 
     from twin.model.generate import GenerateConfig
 
     camera = GenerateConfig("arm", 2, camera=True)
-    assert camera.scene_options == {"cubes": "tray"}
-    assert camera.lineage()["options"] == {"cubes": "tray"}
+    assert camera.scene_options == {"cubes": "tray", "meshes": "coarse"}
+    assert camera.lineage()["options"] == {"cubes": "tray", "meshes": "coarse"}
     assert GenerateConfig("arm", 2).lineage()["options"] == {}  # sensor runs: as before
     assert GenerateConfig("arm", 2, camera=True, options={}).scene_options == {}  # explicit wins
 
@@ -79,7 +79,7 @@ def test_a_lineage_written_before_scene_options_regenerates_the_home_placement()
     tray = data_from_lineage(lineage)
     del lineage["options"]  # as stored before options existed
     old = data_from_lineage(lineage)
-    assert old.lineage["options"] == {} and tray.lineage["options"] == {"cubes": "tray"}
+    assert old.lineage["options"] == {} and tray.lineage["options"] == {"cubes": "tray", "meshes": "coarse"}
     names = [s.name for s in old.schema.sensors]
     x = names.index("cube0_x")
     assert abs(old.episodes[0].obs[0, x] - 0.55) <= 0.03 + 1e-6  # cube 0's home, +- 3 cm
@@ -110,15 +110,17 @@ def test_generation_in_two_processes_gives_the_same_data_as_in_one(scene: str, c
     [
         (("cartpole", 3, 12, False, None), "a8db27ffdecd96ee"),
         (("arm", 3, 12, True, {"cubes": "table"}), "c9cb768230db6f82"),
-        (("arm", 3, 12, True, None), "60e0312d3761d972"),
+        (("arm", 3, 12, True, {"cubes": "tray"}), "60e0312d3761d972"),
+        (("arm", 3, 12, True, None), "ed83c37ae08d7143"),
     ],
 )
 def test_generated_data_are_the_data_stored_lineages_were_trained_on(config, expected) -> None:
     """A lineage regenerates its data (``data_from_lineage``): these digests were computed with
     the single-process generator of dfc366a, before generation ran in two processes (camera
     runs of the arm then placed the cubes on the open table, as lineages of theirs still say);
-    the tray's (camera runs' default since) with that of this commit's; sensor values rounded to
-    1e-9, frames exact."""
+    the tray's with that of 2e5fe5a (the invisible floor, out of the camera's sight, changed no
+    pixel); coarse meshes (camera runs' default since) with that of their commit; sensor values
+    rounded to 1e-9, frames exact."""
     import hashlib
 
     import numpy as np

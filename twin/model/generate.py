@@ -37,12 +37,13 @@ SCENE_ACTION_RATE = {"arm": 0.1}
 """Largest change of an action per control step (fraction of half range; 0: unlimited). The arm's
 joint set-points move like an interpolated trajectory instead of jumping."""
 
-SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "tray"}}
+SCENE_CAMERA_OPTIONS: dict[str, dict[str, Any]] = {"arm": {"cubes": "tray", "meshes": "coarse"}}
 """Scene options (``SceneConfig.options``) of camera runs: the arm places its cubes anywhere in
 a walled tray on the table, so a camera reader learns where a cube is from many configurations
 rather than telling a few dozen episodes apart, and a pushed cube stays in view by physics, not
 by a feeder's jump no reading foresees (docs/model.md, "The arm's camera", "Selecting at 10
-steps, and a tray for the cubes")."""
+steps, and a tray for the cubes"); it draws the robot with coarse visual meshes, which render a
+frame in half the time with the same physics ("Coarse meshes: twice the camera data")."""
 
 SCENE_EPISODES = {"cartpole": 300, "rotor": 200, "arm": 600}
 """Default episodes to generate for training (90-120k transitions, under a minute of
@@ -55,9 +56,11 @@ ratio from 2.2 to 2.9 (docs/model.md, "The arm with five times the data"). The r
 1, and the JEPA's h50 went from 0.90x / 0.85x the linear ARX to 0.83x / 0.84x (docs/model.md,
 "The rotor with twice the episodes")."""
 
-SCENE_CAMERA_EPISODES = {"arm": 120}
-"""Default episodes of camera runs, where rendering dominates the time (the arm's 120 with
-frames: ~80 s in two processes). Other scenes: a third of :data:`SCENE_EPISODES`."""
+SCENE_CAMERA_EPISODES = {"arm": 300}
+"""Default episodes of camera runs, where rendering dominates the time. The arm's 300 with
+frames and coarse meshes: ~60 s in two processes (200: 41 s; the 120 it had with full meshes
+took 80-105 s); 30 of them calibrate its bands (docs/model.md, "Coarse meshes: twice the camera
+data"). Other scenes: a third of :data:`SCENE_EPISODES`."""
 
 
 def default_episodes(scene: str, camera: bool = False) -> int:
