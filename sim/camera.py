@@ -2,7 +2,8 @@
 
 ``camera``: (height, width, 3) uint8 RGB. ``depth``: (height, width, 1) float32 metres along the
 view ray's axis (linearised from PyBullet's z-buffer). Rendering cost follows the meshes in the
-world (measured with pybullet 3.2.7: ~0.1-0.4 ms per 64x64 cartpole frame, ~5 ms for the KUKA).
+world (measured with pybullet 3.2.7: ~0.1-0.4 ms per 64x64 cartpole frame, ~3 ms for the KUKA with
+pybullet_data's meshes, ~1.2 ms with the arm's coarse ones: `sim.meshes`).
 """
 
 from __future__ import annotations
