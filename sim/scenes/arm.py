@@ -34,6 +34,7 @@ from the robot, whose base sits just below the frame): at 64x64 the visible patc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -137,13 +138,13 @@ class ArmScene(BaseScene):
         )
         if self.placement == "tray":
             self._build_tray()
-        with tempfile.TemporaryDirectory(prefix="jumeau-arm-") as scratch:
+        with contextlib.ExitStack() as stack:
             robot = os.path.join(data, "kuka_iiwa/model.urdf")
+            if self.meshes == "coarse":  # a copy for the load only: PyBullet reads meshes now
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="jumeau-arm-"))
+                robot = coarse_urdf(robot, COARSE_KEEP, scratch)
             self.robot = c.loadURDF(
-                robot if self.meshes == "full" else coarse_urdf(robot, COARSE_KEEP, scratch),
-                basePosition=o.tolist(),
-                useFixedBase=True,
-                flags=pybullet.URDF_USE_INERTIA_FROM_FILE,
+                robot, basePosition=o.tolist(), useFixedBase=True, flags=pybullet.URDF_USE_INERTIA_FROM_FILE
             )
         self._register_body(self.robot)
         self.cubes = []
