@@ -24,8 +24,8 @@ Robot meshes, ``options={"meshes": ...}``: ``"full"`` (default) draws the KUKA w
 pybullet_data's meshes; ``"coarse"`` with visual meshes decimated to :data:`COARSE_KEEP` of
 their triangles (:func:`sim.meshes.coarse_urdf`): a 64x64 frame renders in ~1.2 ms instead of
 ~2.9 ms, and physics is the same (collision meshes and inertia are the original's). The floor
-lies under the table, out of the camera's sight, and is invisible (TinyRenderer then skips it:
-0.6 ms a frame, not a pixel changed).
+lies under the table, out of the camera's sight, and is invisible outside the GUI (TinyRenderer
+then skips it: 0.6 ms a frame, not a pixel changed).
 
 Camera: straight down onto the table from 0.75 m above the cubes' area (image up = +x, away
 from the robot, whose base sits just below the frame): at 64x64 the visible patch is about
