@@ -32,12 +32,7 @@ import torch  # noqa: E402
 from twin.model.generate import default_episodes  # noqa: E402
 from twin.model.jepa import ModelConfig  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
-from twin.model.presets import (  # noqa: E402
-    CAMERA_KEEP_LATER_WITHIN,
-    scene_model,
-    scene_objective,
-    scene_selection,
-)
+from twin.model.presets import scene_model, scene_objective, scene_selection, scene_train  # noqa: E402
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
@@ -52,21 +47,12 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     guard anneals the learning rate by time too (``anneal_by_time``), so a run the guard stops
     ends at a low learning rate."""
     if quick:
-        train = TrainConfig(steps=800, eval_every=200, max_seconds=75, anneal_by_time=True)
-        base = TrainConfig(steps=600, eval_every=200, max_seconds=20, anneal_by_time=True)
+        train = scene_train(steps=800, eval_every=200, max_seconds=75)
+        base = scene_train(steps=600, eval_every=200, max_seconds=20)
         return {"cartpole": {"episodes": 120, "config": RunConfig(train=train, baseline_train=base)}}
-    jepa = TrainConfig(steps=3000, eval_every=250, max_seconds=480, anneal_by_time=True)
+    jepa = scene_train()  # what `twin train` trains with (presets.scene_train)
     base = jepa
-    # 3,000 steps, as `twin train` (docs/model.md, "Coarse meshes: twice the camera data": with
-    # 300 episodes, 2,000 steps ended with validation still falling on four seeds of five)
-    camera = TrainConfig(
-        steps=3000,
-        batch=32,
-        eval_every=250,
-        max_seconds=480,
-        anneal_by_time=True,
-        keep_later_within=CAMERA_KEEP_LATER_WITHIN,
-    )
+    camera = scene_train(camera=True, camera_only=("cube",))
     arm_camera = scene_model("arm", camera=True, camera_only=("cube",))
     return {
         "cartpole": {

@@ -82,10 +82,13 @@ def test_held_out_splits_a_checkpoints_data_with_the_seed_it_was_trained_with(ju
 def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
     """``--from-camera cube``: the arm's cubes from frames (placed anywhere on the table), its
     joints from its sensors, with the camera preset of such runs; bad prefixes are refused."""
+    import numpy as np
     from typer.testing import CliRunner
 
     from twin.cli import app
+    from twin.model.api import TwinModel
     from twin.model.checkpoint import load_checkpoint
+    from twin.model.presets import SCENE_CAMERA_MODEL
     from twin.settings import home
 
     runner = CliRunner()
@@ -96,9 +99,18 @@ def test_twin_train_learns_named_sensors_from_the_camera_only(jumeau_home):
     model = checkpoint.config["model"]
     assert model["camera"] and model["sensors"] and list(model["camera_only"]) == ["cube"]
     assert model["camera_reader"] == "keypoints" and model["camera_dims"] == 16
-    assert checkpoint.config["train"]["keep_later_within"] == 0.01
+    train = checkpoint.config["train"]
+    assert (train["keep_later_within"], train["batch"], train["anneal_by_time"]) == (0.01, 32, True)
     assert checkpoint.config["select_horizons"] == [10]  # presets.CAMERA_SELECT_HORIZONS
     assert checkpoint.lineage["options"] == {"cubes": "tray", "meshes": "coarse"}
+    frames = SCENE_CAMERA_MODEL["arm"]["camera_frames"]
+    assert model["camera_frames"] == frames and model["history"] >= frames
+    twin = TwinModel(checkpoint)  # the public API reads the model's frames, the latest last
+    window = np.tile(checkpoint.features.mean, (twin.history, 1))
+    shown = np.random.default_rng(0).integers(0, 255, (frames, 64, 64, 3), dtype=np.uint8)
+    assert twin.encode(window, shown).shape == (checkpoint.model.z_dim,)
+    with pytest.raises(ValueError, match=f"frames must be \\({frames}, 64, 64, 3\\)"):
+        twin.encode(window, shown[-1:])
     result = runner.invoke(app, [*args, "--from-camera", "nope"])
     assert result.exit_code == 2 and "no sensor of arm starts with" in result.output
     result = runner.invoke(app, [*args, "--from-camera", "cube", "--camera-only"])

@@ -519,17 +519,17 @@ def test_spare_keypoint_maps_find_a_faint_cube_that_one_map_per_cube_loses():
 
 
 def test_frame_pairs_read_each_shared_frame_once_and_give_what_the_pairs_give():
-    """Training windows share frames: :class:`FramePairs` holds each once, every camera encoder
+    """Training windows share frames: :class:`FrameStacks` holds each once, every camera encoder
     reads it to the same embedding as the pairs gathered, and ``encoder_windows`` builds them
     from a batch's (previous, latest) frames."""
     import numpy as np
 
     from twin.model.data import Windows
-    from twin.model.encoders import CameraEncoder, FramePairs, PixelKeypointEncoder
+    from twin.model.encoders import CameraEncoder, FrameStacks, PixelKeypointEncoder
     from twin.model.losses import encoder_windows
 
     torch.manual_seed(0)
-    shared = FramePairs(
+    shared = FrameStacks(
         torch.randint(0, 255, (5, 3, 64, 64), dtype=torch.uint8),
         torch.tensor([[0, 1], [1, 2], [2, 3], [4, 2]]),
     )
@@ -548,8 +548,19 @@ def test_frame_pairs_read_each_shared_frame_once_and_give_what_the_pairs_give():
     assert frames is not None and len(frames) == 10 and len(frames.frames) == 12  # 20 reads -> 12
     pairs = torch.stack([index[:, :-1], index[:, 1:]], dim=2).reshape(-1, 2)
     assert torch.equal(frames.gather(), bank[pairs])
-    with pytest.raises(ValueError, match="FramePairs"):
-        FramePairs(bank, torch.zeros(3, 3, dtype=torch.long))
+    # history 4, stacks of 3 frames: each of the 3 observed windows reads its last 3
+    features, frames = encoder_windows(batch, 4, frames=3)
+    assert features.shape == (6, 4, 1) and frames is not None and len(frames) == 6
+    stacks = torch.stack([index[:, j : j + 3] for j in (1, 2, 3)], dim=1).reshape(-1, 3)
+    assert torch.equal(frames.gather(), bank[stacks])
+    assert torch.equal(frames.gather()[:, -1], bank[index[:, 3:].reshape(-1)])  # the latest last
+    reader = PixelKeypointEncoder(8, keypoints=3, pooling="presence", frames=3)
+    with torch.no_grad():
+        assert torch.allclose(reader(frames), reader(frames.gather()), atol=1e-5)
+    with pytest.raises(ValueError, match="FrameStacks"):
+        FrameStacks(bank, torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="stacks of 3 frames"):
+        reader(shared)
 
 
 def test_presence_pooling_reads_each_keypoint_from_the_frame_that_shows_it():
@@ -573,6 +584,56 @@ def test_presence_pooling_reads_each_keypoint_from_the_frame_that_shows_it():
     assert PixelKeypointEncoder(6, keypoints=3)(frames).shape == (1, 6)  # concat: both frames
     with pytest.raises(ValueError, match="pooling"):
         PixelKeypointEncoder(6, pooling="max")
+
+
+def test_presence_pooling_over_four_frames_reads_a_keypoint_hidden_in_the_last_two():
+    """``frames=4``: a colour the last two frames do not show (a cube under the arm for two
+    steps) is read where the frames before showed it; one every frame shows, from the latest.
+    With two frames the hidden one is lost (its keypoint falls back toward the centre)."""
+    from twin.model.encoders import PixelKeypointEncoder
+
+    def reader(frames: int) -> PixelKeypointEncoder:
+        r = PixelKeypointEncoder(6, keypoints=3, pooling="presence", frames=frames)
+        r.maps = torch.nn.AvgPool2d(2)  # keypoint k lights up where colour channel k is bright
+        r.out = torch.nn.Identity()
+        with torch.no_grad():
+            r.presence_gain.fill_(10.0)
+        return r
+
+    frames = torch.zeros(1, 4, 3, 64, 64, dtype=torch.uint8)
+    frames[0, :2, 0, 8:12, 40:44] = 255  # red in the two oldest frames only
+    frames[0, :, 1, 48:52, 8:12] = 255  # green in every frame, still
+    frames[0, 3, 1, 48:52, 8:12] = 0
+    frames[0, 3, 1, 48:52, 12:16] = 255  # ... and moved two cells right in the latest
+    grid = lambda cell: -1 + 2 * cell / 31  # noqa: E731
+    with torch.no_grad():
+        red_x, red_y, green_x, green_y, *_ = reader(4)(frames)[0].tolist()
+        red_x2, _, _, _, *_ = reader(2)(frames)[0].tolist()
+    assert red_x == pytest.approx(grid(20.5), abs=0.02) and red_y == pytest.approx(grid(4.5), abs=0.02)
+    assert grid(5.5) < green_x < grid(6.5) and green_y == pytest.approx(
+        grid(24.5), abs=0.02
+    )  # mostly the latest
+    assert abs(red_x2 - grid(20.5)) > 0.3  # two frames: the red keypoint is lost
+    with pytest.raises(ValueError, match="last 4 frames"):
+        reader(4)(frames[:, 1:])
+    with pytest.raises(ValueError, match="frames"):
+        PixelKeypointEncoder(6, frames=1)
+    with pytest.raises(ValueError, match="camera_frames"):
+        ModelConfig(
+            camera=True, camera_reader="keypoints", history=3, camera_frames=4
+        )  # more than the window
+    with pytest.raises(ValueError, match="camera_frames"):
+        ModelConfig(camera=True, history=4, camera_frames=4)  # the CNN reads a pair
+    model = build_model(
+        ModelConfig(camera=True, camera_reader="keypoints", history=4, camera_frames=4, latent_dim=8), 4, 4, 1
+    )
+    assert model.camera_frames == 4 and model.encoder.frames == 4
+    assert (
+        ModelConfig.from_dict(
+            {k: v for k, v in ModelConfig().to_dict().items() if k != "camera_frames"}
+        ).camera_frames
+        == 2
+    )
 
 
 def test_camera_readout_options_are_checked_and_old_configs_read_as_before():

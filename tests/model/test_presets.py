@@ -6,7 +6,16 @@ import pytest
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
-from twin.model.presets import CAMERA_ROLLOUT_STEPS, CAMERA_SELECT_WEIGHT, scene_model, scene_objective
+from twin.model.presets import (
+    CAMERA_KEEP_LATER_WITHIN,
+    CAMERA_ROLLOUT_STEPS,
+    CAMERA_SELECT_WEIGHT,
+    CAMERA_TRAIN,
+    scene_model,
+    scene_objective,
+    scene_train,
+)
+from twin.model.train import TrainConfig
 
 
 def test_arm_sensor_runs_get_its_overrides() -> None:
@@ -29,6 +38,7 @@ def test_camera_runs_get_the_camera_overrides_and_unroll_less() -> None:
     assert model.camera_keypoints >= 4 * 3  # spare maps for its three cubes (test_parts: why)
     assert model.camera_dims == 16
     assert (model.keypoint_pooling, model.camera_readout) == ("presence", "linear")
+    assert model.camera_frames == model.history == 4  # a cube hidden for a frame or two is still read
     assert scene_model("cartpole", camera=True).camera_reader == "cnn"
     # a camera beside all the sensors (`twin train --camera`), or camera-only (it must show the
     # arm too, not only coloured cubes): the global defaults
@@ -45,9 +55,22 @@ def test_explicit_fields_override_the_scene() -> None:
     assert scene_objective("arm", sensor_loss="mse", rollout_steps=4) == ObjectiveConfig(rollout_steps=4)
 
 
+def test_training_is_the_default_budget_annealed_by_time_and_camera_runs_take_smaller_batches() -> None:
+    assert scene_train() == TrainConfig(anneal_by_time=True)  # 3,000 steps, the 480 s guard
+    camera = scene_train(camera=True)
+    assert camera.batch == CAMERA_TRAIN["batch"] < TrainConfig().batch
+    assert (camera.steps, camera.keep_later_within) == (TrainConfig().steps, 0.0)
+    # a camera that shows what the sensors do not: a near-tie goes to the later weights
+    assert scene_train(camera=True, camera_only=("cube",)).keep_later_within == CAMERA_KEEP_LATER_WITHIN > 0
+    fields = scene_train(camera=True, camera_only=("cube",), steps=10, seed=3, batch=8, anneal_by_time=False)
+    assert (fields.steps, fields.seed, fields.batch, fields.anneal_by_time) == (10, 3, 8, False)
+
+
 def test_an_invalid_field_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="sensor_loss"):
         scene_objective("cartpole", sensor_loss="l7")
+    with pytest.raises(ValueError, match="steps"):
+        scene_train(steps=0)
 
 
 def test_camera_data_of_the_arm_places_cubes_anywhere_and_its_lineage_says_so() -> None:

@@ -103,15 +103,24 @@ class TwinModel:
     def _frames(self, frames: np.ndarray | None) -> torch.Tensor | None:
         if frames is None:
             if self.model.config.camera:
-                raise ValueError("this model was trained with a camera: pass frames (2, 64, 64, 3) uint8")
+                raise ValueError(
+                    "this model was trained with a camera: pass frames "
+                    f"({self.model.camera_frames}, 64, 64, 3) uint8, the latest last"
+                )
             return None
         array = np.asarray(frames, dtype=np.uint8)
         array = array[None] if array.ndim == 4 else array
+        if self.model.config.camera and (array.ndim != 5 or array.shape[1] < self.model.camera_frames):
+            raise ValueError(
+                f"frames must be ({self.model.camera_frames}, 64, 64, 3) or (B, {self.model.camera_frames}, "
+                f"64, 64, 3) uint8, the latest last; got {np.shape(frames)}"
+            )
         return torch.from_numpy(array).permute(0, 1, 4, 2, 3).contiguous()
 
     @torch.no_grad()
     def encode(self, obs_window: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
-        """(history, S) or (B, history, S) SI [+ frames (2, 64, 64, 3)] -> latent (D,) or (B, D)."""
+        """(history, S) or (B, history, S) SI [+ frames (n, 64, 64, 3), n = the model's
+        ``camera_frames``] -> latent (D,) or (B, D)."""
         z = self.model.encode(self._window(obs_window), self._frames(frames)).numpy()
         return z[0] if np.ndim(obs_window) == 2 else z
 

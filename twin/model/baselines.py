@@ -78,7 +78,7 @@ class NeuralForecaster:
         out = []
         for i in range(0, len(windows), self.batch):
             feats = windows.features[i : i + self.batch, :h]
-            frames = windows.frames(slice(i, i + self.batch), slice(h - 2, h))
+            frames = windows.frames(slice(i, i + self.batch), slice(0, h))  # the encoder reads its last
             out.append(self.model.forecast_features(feats, frames, actions[i : i + self.batch]))
         return torch.cat(out)
 

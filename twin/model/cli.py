@@ -68,13 +68,7 @@ def train_command(
     from twin.model.generate import default_episodes
     from twin.model.jobs import DataSpec, load_data, train_job
     from twin.model.pipeline import RunConfig
-    from twin.model.presets import (
-        CAMERA_KEEP_LATER_WITHIN,
-        scene_model,
-        scene_objective,
-        scene_selection,
-    )
-    from twin.model.train import TrainConfig
+    from twin.model.presets import scene_model, scene_objective, scene_selection, scene_train
     from twin.settings import home
 
     setup_logging(verbose)
@@ -120,13 +114,7 @@ def train_command(
         carry_observation=not camera_only,
         **({"camera_only": hidden} if hidden else {}),
     )
-    train = TrainConfig(
-        steps=steps,
-        seed=seed,
-        max_seconds=max_minutes * 60,
-        batch=32 if model.camera else 128,
-        keep_later_within=CAMERA_KEEP_LATER_WITHIN if hidden else 0.0,
-    )
+    train = scene_train(model.camera, hidden, steps=steps, seed=seed, max_seconds=max_minutes * 60)
     objective = scene_objective(scene, camera=model.camera)
     config = RunConfig(model=model, objective=objective, train=train, **scene_selection(scene, hidden))
     outcome = train_job(

@@ -7,9 +7,10 @@
   frame and the difference to the previous one (motion), optionally with keypoints: the
   expected image position of each of ``keypoints`` feature maps at 32 x 32
   (:class:`SpatialSoftmax`), so where a small object is survives the downsampling.
-* :class:`PixelKeypointEncoder`: keypoints only, (B, 2, 3, 64, 64) uint8 -> (B, D): a colour
+* :class:`PixelKeypointEncoder`: keypoints only, (B, n, 3, 64, 64) uint8 -> (B, D): a colour
   classifier of 2 x 2 pixel patches (maps at 32 x 32), each map read by
-  :class:`SpatialSoftmax`, for both frames (or pooled over them by presence); nothing else of
+  :class:`SpatialSoftmax`, for the last n frames (2 by default; or pooled over them by
+  presence); nothing else of
   the image reaches the latent, so the encoder can say where coloured objects are and cannot
   tell training scenes apart by anything else.
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
@@ -67,28 +68,29 @@ class SensorEncoder(nn.Module):
 
 
 @dataclass(frozen=True, slots=True)
-class FramePairs:
-    """Frame pairs that share frames, each frame stored once: ``frames`` (M, 3, 64, 64) uint8,
-    ``pairs`` (N, 2) long indices into them (previous, latest). A training window's 9
-    overlapping pairs hold 10 frames, not 18: an encoder that reads frames one by one
-    (:class:`PixelKeypointEncoder`) reads each once."""
+class FrameStacks:
+    """Stacks of consecutive frames that share frames, each frame stored once: ``frames``
+    (M, 3, 64, 64) uint8, ``stacks`` (N, k) long indices into them, oldest first, latest last
+    (k >= 2; k = 2: (previous, latest) pairs). A training window's 9 overlapping pairs hold 10
+    frames, not 18: an encoder that reads frames one by one (:class:`PixelKeypointEncoder`)
+    reads each once."""
 
     frames: torch.Tensor
-    pairs: torch.Tensor
+    stacks: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.frames.ndim != 4 or self.pairs.ndim != 2 or self.pairs.shape[1] != 2:
+        if self.frames.ndim != 4 or self.stacks.ndim != 2 or self.stacks.shape[1] < 2:
             raise ValueError(
-                f"FramePairs needs frames (M, 3, H, W) and pairs (N, 2), got "
-                f"{tuple(self.frames.shape)} and {tuple(self.pairs.shape)}"
+                f"FrameStacks needs frames (M, 3, H, W) and stacks (N, k >= 2), got "
+                f"{tuple(self.frames.shape)} and {tuple(self.stacks.shape)}"
             )
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.stacks)
 
     def gather(self) -> torch.Tensor:
-        """(N, 2, 3, H, W): the pairs as separate frames."""
-        return self.frames[self.pairs]
+        """(N, k, 3, H, W): the stacks as separate frames."""
+        return self.frames[self.stacks]
 
 
 class SpatialSoftmax(nn.Module):
@@ -146,8 +148,8 @@ class CameraEncoder(nn.Module):
                 nn.Conv2d(c, c, 3, padding=1), nn.SiLU(), nn.Conv2d(c, keypoints, 1), SpatialSoftmax(32, 32)
             )
 
-    def forward(self, frames: torch.Tensor | FramePairs) -> torch.Tensor:
-        frames = frames.gather() if isinstance(frames, FramePairs) else frames
+    def forward(self, frames: torch.Tensor | FrameStacks) -> torch.Tensor:
+        frames = frames.gather() if isinstance(frames, FrameStacks) else frames
         pixels = frames.float() / 255.0
         latest, previous = pixels[:, -1], pixels[:, -2]
         stem = self.net[:2](torch.cat([latest - 0.5, latest - previous], dim=1))
@@ -158,18 +160,20 @@ class CameraEncoder(nn.Module):
 
 
 class PixelKeypointEncoder(nn.Module):
-    """(B, 2, 3, 64, 64) uint8 (previous, latest frame) -> (B, latent_dim), from keypoints only.
+    """(B, n, 3, 64, 64) uint8 (the last ``frames`` frames, oldest first; n = 2: previous,
+    latest) -> (B, latent_dim), from keypoints only.
 
     Each 2 x 2 pixel patch goes through the same small MLP (a 2x2 stride-2 convolution, then
     1x1 convolutions, ``channels`` wide) to ``keypoints`` logits at 32 x 32;
-    :class:`SpatialSoftmax` turns each map into the expected (x, y) of what lit it up. Both
-    frames are read with the same weights, and a linear layer mixes the coordinates into the
-    latent. ``pooling``: ``"concat"`` mixes all ``4 * keypoints`` coordinates of both frames
-    (where, and where a step ago); ``"presence"`` first pools each keypoint over the frames,
+    :class:`SpatialSoftmax` turns each map into the expected (x, y) of what lit it up. Every
+    frame is read with the same weights, and a linear layer mixes the coordinates into the
+    latent. ``pooling``: ``"concat"`` mixes all ``2 * frames * keypoints`` coordinates (where,
+    and where a step ago); ``"presence"`` first pools each keypoint over the frames,
     weighted by how strongly its map lit up in each (a softmax over frames of the map's
     log-mean-exp, see :meth:`presence`, times a learned gain, plus a learned bias per frame),
     so the latent gets ``2 * keypoints`` coordinates: where the colour is, read from the frame
-    that shows it best.
+    that shows it best (with more than two ``frames``, one that shows it best in the last
+    few: a cube the arm passes over for a frame or two is still read).
 
     Why keypoints: on the arm's camera, a strided CNN reading 34 training episodes memorised
     them (train loss 0.005, test R^2 < 0), while a patch colour classifier cannot tell scenes
@@ -182,22 +186,31 @@ class PixelKeypointEncoder(nn.Module):
     "The arm's camera")."""
 
     def __init__(
-        self, latent_dim: int, channels: int = 16, keypoints: int = 8, size: int = 64, pooling: str = "concat"
+        self,
+        latent_dim: int,
+        channels: int = 16,
+        keypoints: int = 8,
+        size: int = 64,
+        pooling: str = "concat",
+        frames: int = 2,
     ) -> None:
         super().__init__()
         if pooling not in KEYPOINT_POOLING:
             raise ValueError(f"PixelKeypointEncoder(pooling={pooling!r}) must be one of {KEYPOINT_POOLING}")
+        if not isinstance(frames, int) or frames < 2:
+            raise ValueError(f"PixelKeypointEncoder(frames={frames!r}) must be an integer >= 2")
         c = channels
         self.pooling = pooling
+        self.n_frames = frames
         self.maps = nn.Sequential(
             nn.Conv2d(3, c, 2, stride=2), nn.SiLU(), nn.Conv2d(c, c, 1), nn.SiLU(), nn.Conv2d(c, keypoints, 1)
         )
         self.points = SpatialSoftmax(size // 2, size // 2, log_temperature=-3.0)
         self.frame_bias: nn.Parameter | None = None
-        if pooling == "presence":  # the latest frame a little ahead at the start
-            self.frame_bias = nn.Parameter(torch.tensor([-1.0, 0.0]))
+        if pooling == "presence":  # the latest frame ahead at the start, each older one less
+            self.frame_bias = nn.Parameter(torch.arange(1.0 - frames, 1.0))  # [-1, 0] for a pair
             self.presence_gain = nn.Parameter(torch.tensor(1.0))
-        self.out = nn.Linear((2 if pooling == "presence" else 4) * keypoints, latent_dim)
+        self.out = nn.Linear((1 if pooling == "presence" else frames) * 2 * keypoints, latent_dim)
 
     @staticmethod
     def presence(scaled: torch.Tensor) -> torch.Tensor:
@@ -207,24 +220,29 @@ class PixelKeypointEncoder(nn.Module):
         logit where none does."""
         return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 
-    def forward(self, frames: torch.Tensor | FramePairs) -> torch.Tensor:
-        """(B, >=2, 3, 64, 64) uint8, the last two read, or :class:`FramePairs` (each shared
-        frame read once) -> (B, latent_dim)."""
-        if isinstance(frames, FramePairs):
-            unique, pairs = frames.frames, frames.pairs
+    def forward(self, frames: torch.Tensor | FrameStacks) -> torch.Tensor:
+        """(B, >=n, 3, 64, 64) uint8, the last ``n = frames`` (the constructor's) read, or
+        :class:`FrameStacks` of n (each shared frame read once) -> (B, latent_dim)."""
+        n = self.n_frames
+        if isinstance(frames, FrameStacks):
+            unique, stacks = frames.frames, frames.stacks
+            if stacks.shape[1] != n:
+                raise ValueError(f"PixelKeypointEncoder reads stacks of {n} frames, got {stacks.shape[1]}")
         else:
-            unique = frames[:, -2:].flatten(0, 1)  # (2B, 3, H, W): previous, latest of each
-            pairs = torch.arange(len(unique), device=unique.device).reshape(-1, 2)
-        b = len(pairs)
+            if frames.shape[1] < n:
+                raise ValueError(f"PixelKeypointEncoder reads the last {n} frames, got {frames.shape[1]}")
+            unique = frames[:, -n:].flatten(0, 1)  # (nB, 3, H, W): oldest ... latest of each
+            stacks = torch.arange(len(unique), device=unique.device).reshape(-1, n)
+        b = len(stacks)
         pixels = unique.float().mul_(1 / 255.0).sub_(0.5)  # no gradient: in place
-        scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2), shared by both reads
-        points = self.points.points(scaled)[pairs]  # (B, 2, 2K)
+        scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2), shared by every read
+        points = self.points.points(scaled)[stacks]  # (B, n, 2K)
         if self.frame_bias is None:
-            return self.out(points.reshape(b, -1))  # (B, 2 frames x 2K)
+            return self.out(points.reshape(b, -1))  # (B, n frames x 2K)
         k = scaled.shape[1]
-        logits = self.presence_gain * self.presence(scaled)[pairs] + self.frame_bias[:, None]  # (B, 2, K)
+        logits = self.presence_gain * self.presence(scaled)[stacks] + self.frame_bias[:, None]  # (B, n, K)
         weights = torch.softmax(logits, dim=1)
-        pooled = (points.reshape(b, 2, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
+        pooled = (points.reshape(b, n, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
         return self.out(pooled.reshape(b, 2 * k))
 
 
@@ -264,20 +282,24 @@ class FusedEncoder(nn.Module):
         self.sensor = sensor
         self.camera = camera
         self.latent_dim = latent_dim
-        self.history = sensor.history if sensor is not None else 2
+        self.frames = camera.n_frames if isinstance(camera, PixelKeypointEncoder) else 2
+        """Frames the camera reads per window, the latest last (the window's last ``frames``)."""
+        self.history = sensor.history if sensor is not None else self.frames
         mixed = sensor is not None and camera is not None and not camera_dims
         self.mix = nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, latent_dim)) if mixed else None
 
     def forward(
-        self, features: torch.Tensor, frames: torch.Tensor | FramePairs | None = None
+        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | None = None
     ) -> torch.Tensor:
         parts = []
         if self.sensor is not None:
             parts.append(self.sensor(features[:, -self.history :]))
         if self.camera is not None:
             if frames is None:
-                raise ValueError("this encoder needs camera frames (B, 2, 3, 64, 64)")
-            parts.append(self.camera(frames if isinstance(frames, FramePairs) else frames[:, -2:]))
+                raise ValueError(f"this encoder needs camera frames (B, {self.frames}, 3, 64, 64)")
+            parts.append(
+                self.camera(frames if isinstance(frames, FrameStacks) else frames[:, -self.frames :])
+            )
         if self.camera_dims:  # [sensor embedding, camera embedding], side by side
             z = torch.cat([parts[0][..., : -self.camera_dims], parts[1][..., -self.camera_dims :]], dim=-1)
         else:

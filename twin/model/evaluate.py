@@ -68,7 +68,7 @@ def rollouts(
     actions = windows.actions[:, :horizon] if actions is None else actions
     for i in range(0, len(windows), batch):
         with torch.no_grad():
-            frames = windows.frames(slice(i, i + batch), slice(h - 2, h))
+            frames = windows.frames(slice(i, i + batch), slice(h - model.camera_frames, h))
             z0 = model.encode(windows.features[i : i + batch, :h], frames)
             yield z0, model.rollout(z0, actions[i : i + batch])
 
@@ -136,7 +136,7 @@ def diagnostics(
         unblended = NeuralForecaster(Unblended(model), features, model.history)
         ratios["shuffled_action_ratio_h10_unblended"] = shuffled_ratio(unblended)
     with torch.no_grad():
-        frames = windows.frames(slice(None), slice(model.history - 2, model.history))
+        frames = windows.frames(slice(None), slice(model.history - model.camera_frames, model.history))
         z = model.encode(windows.features[:, : model.history], frames)
     return {
         "coverage90": {str(h): round(float(coverage[h - 1].mean()), 4) for h in horizons},

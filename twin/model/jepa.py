@@ -23,7 +23,7 @@ from twin.model.encoders import (
     KEYPOINT_POOLING,
     ActionEncoder,
     CameraEncoder,
-    FramePairs,
+    FrameStacks,
     FusedEncoder,
     PixelKeypointEncoder,
     SensorEncoder,
@@ -38,8 +38,8 @@ class WorldModel(Protocol):
     history: int
 
     def encode(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-        """Observation window -> latent: features (B, history, F), frames (B, 2, 3, 64, 64) uint8
-        or None -> z (B, D)."""
+        """Observation window -> latent: features (B, history, F), frames (B, n, 3, 64, 64) uint8
+        (the window's last n >= camera_frames) or None -> z (B, D)."""
         ...
 
     def next(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -89,6 +89,12 @@ class ModelConfig:
     and hold what the predictor wrote after a step). 0: summed, and read from all of z. On the
     arm's camera the readout otherwise learned the cubes of the training episodes from the
     arm's own state (train R^2 0.79, test 0.13; docs/model.md, "The arm's camera")."""
+    camera_frames: int = 2
+    """Frames the camera encoder reads per window, the latest last (2: the latest and the one
+    before; at most ``history``, the window's length). More than 2 only with
+    ``camera_reader="keypoints"``, whose presence pooling reads each keypoint from the frame
+    that shows it best: a cube the arm hides for a frame or two is read from an earlier one
+    (docs/model.md, "Four frames for the arm's camera")."""
     keypoint_pooling: str = "concat"
     """With ``camera_reader="keypoints"``: ``"concat"`` puts both frames' keypoint coordinates
     into the latent, ``"presence"`` each keypoint's coordinates pooled over the frames by how
@@ -198,6 +204,16 @@ class ModelConfig:
             )
         if self.camera and self.history < 2:
             raise ValueError(f"ModelConfig.history={self.history!r} must be >= 2 with a camera (frame pairs)")
+        if not isinstance(self.camera_frames, int) or not 2 <= self.camera_frames <= max(self.history, 2):
+            raise ValueError(
+                f"ModelConfig.camera_frames={self.camera_frames!r} must be an integer in [2, history="
+                f"{self.history}] (a window holds history frames)"
+            )
+        if self.camera_frames > 2 and self.camera_reader != "keypoints":
+            raise ValueError(
+                f"ModelConfig.camera_frames={self.camera_frames!r} needs camera_reader='keypoints' "
+                f"(the CNN reads the latest frame and its difference to the previous one)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,6 +259,8 @@ class JepaWorldModel(nn.Module):
         super().__init__()
         self.config = config
         self.history = config.history
+        self.camera_frames = config.camera_frames if config.camera else 0
+        """Frames per window the encoder reads (the window's last; 0 without a camera)."""
         self.encoder = encoder
         self.action_encoder = action_encoder
         self.predictor = predictor
@@ -256,7 +274,9 @@ class JepaWorldModel(nn.Module):
         """Per-horizon correction of forecasts read from rollouts (fitted after training on
         held-out windows, :func:`~twin.model.blend.fit_blend`; None: forecasts as read)."""
 
-    def encode(self, features: torch.Tensor, frames: torch.Tensor | FramePairs | None = None) -> torch.Tensor:
+    def encode(
+        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | None = None
+    ) -> torch.Tensor:
         return self.encoder(features, frames)
 
     def next(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -286,7 +306,8 @@ class JepaWorldModel(nn.Module):
     def forecast_features(
         self, features: torch.Tensor, frames: torch.Tensor | None, actions: torch.Tensor
     ) -> torch.Tensor:
-        """features (B, history, F), frames (B, 2, 3, 64, 64) or None, actions (B, H, A) ->
+        """features (B, history, F), frames (B, n, 3, 64, 64) or None (n >= camera_frames: the
+        last are read), actions (B, H, A) ->
         predicted features (B, H, F)."""
         z = self.encode(features, frames)
         return self.read_forecast(z, self.rollout(z, actions))
@@ -359,7 +380,11 @@ def build_model(
     camera: CameraEncoder | PixelKeypointEncoder | None = None
     if config.camera and config.camera_reader == "keypoints":
         camera = PixelKeypointEncoder(
-            d, config.camera_channels, config.camera_keypoints or 8, pooling=config.keypoint_pooling
+            d,
+            config.camera_channels,
+            config.camera_keypoints or 8,
+            pooling=config.keypoint_pooling,
+            frames=config.camera_frames,
         )
     elif config.camera:
         camera = CameraEncoder(d, config.camera_channels, config.camera_keypoints)

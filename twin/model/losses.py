@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional
 
 from twin.model.data import FeatureMap, Windows
-from twin.model.encoders import FramePairs
+from twin.model.encoders import FrameStacks
 from twin.model.jepa import JepaWorldModel
 
 SENSOR_LOSSES = ("mse", "log_mse", "mse+log_mse", "huber")
@@ -191,19 +191,20 @@ class SensorResidual:
         return residual
 
 
-def encoder_windows(batch: Windows, history: int) -> tuple[torch.Tensor, FramePairs | None]:
-    """Every observed window of a batch: features (B*(K+1), history, F), and its frame pairs
-    (B*(K+1) of them), each distinct frame once (consecutive windows share a frame)."""
+def encoder_windows(batch: Windows, history: int, frames: int = 2) -> tuple[torch.Tensor, FrameStacks | None]:
+    """Every observed window of a batch: features (B*(K+1), history, F), and its stacks of the
+    last ``frames`` frames (B*(K+1) of them), each distinct frame once (consecutive windows
+    share frames)."""
     feats = batch.features.unfold(1, history, 1).permute(0, 1, 3, 2)  # (B, K+1, history, F)
     windows = feats.reshape(-1, history, feats.shape[-1])
-    frames = None
+    stacked = None
     if batch.frame_bank is not None and batch.frame_index is not None:
-        last = batch.frame_index[:, history - 1 :]  # (B, K+1) latest frame of each window
-        previous = batch.frame_index[:, history - 2 : -1]
-        pairs = torch.stack([previous, last], dim=2).reshape(-1, 2)
-        distinct, local = torch.unique(pairs, return_inverse=True)
-        frames = FramePairs(batch.frame_bank[distinct], local)
-    return windows, frames
+        index, n = batch.frame_index, batch.frame_index.shape[1]
+        columns = [index[:, history - frames + j : n - frames + 1 + j] for j in range(frames)]
+        stacks = torch.stack(columns, dim=2).reshape(-1, frames)  # (B*(K+1), frames), latest last
+        distinct, local = torch.unique(stacks, return_inverse=True)
+        stacked = FrameStacks(batch.frame_bank[distinct], local)
+    return windows, stacked
 
 
 class JepaObjective:
@@ -237,7 +238,7 @@ class JepaObjective:
         c, m, h = self.config, self.model, self.model.history
         k = batch.actions.shape[1]
         b = batch.features.shape[0]
-        windows, frames = encoder_windows(batch, h)
+        windows, frames = encoder_windows(batch, h, max(m.camera_frames, 2))
         z_all = m.encode(windows, frames).reshape(b, k + 1, -1)
         if self.target is not None:
             with torch.no_grad():

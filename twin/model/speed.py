@@ -34,7 +34,7 @@ def model_timings(model: TwinModel, candidates: int = 1000, steps: int = 30, see
     window = torch.from_numpy(f.features(f.mean + rng.standard_normal((1, model.history, n_s)) * f.std))
     frames = None
     if model.model.config.camera:
-        frames = torch.randint(0, 255, (1, 2, 3, 64, 64), dtype=torch.uint8)
+        frames = torch.randint(0, 255, (1, model.model.camera_frames, 3, 64, 64), dtype=torch.uint8)
     action = torch.zeros(1, n_a)
     net = model.model.eval()
 
