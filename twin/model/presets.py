@@ -112,7 +112,7 @@ validation so noisy that step 500's weights were kept (probe 0.59)."""
 
 CAMERA_TRAIN: dict[str, Any] = {"batch": 32}
 """``TrainConfig`` fields of runs that encode camera frames: minibatches of 32 windows, not
-128 (a window of the arm's camera reads 10 frames). Steps stay the default 3,000: with 300
+128 (a training window of the arm's camera encodes 12 distinct frames). Steps stay the default 3,000: with 300
 episodes of the arm's camera, 2,000 steps ended with validation still falling on four seeds
 of five (docs/model.md, "Coarse meshes: twice the camera data")."""
 
