@@ -396,10 +396,19 @@ def main(argv: list[str] | None = None) -> None:
             if key.startswith("camera_probe"):
                 scenes["arm"][key] = value
     from twin.model.api import TwinModel
-    from twin.model.speed import timings
+    from twin.model.speed import model_timings, timings
 
     first = "cartpole" if "cartpole" in paths else next(iter(paths))
     speed = timings(TwinModel.load(paths[first]), table[first].get("scene", first))
+    for name, path in paths.items():  # a camera model's step: a live stream's, and reading every frame
+        if table[name].get("camera"):
+            camera_model = TwinModel.load(path)
+            stepped = model_timings(camera_model)
+            scenes[name].update(step_ms=stepped["step_ms"], step_cold_ms=stepped["step_cold_ms"])
+            print(
+                f"{name}: one encode+predict step {stepped['step_ms']} ms streaming, "
+                f"{stepped['step_cold_ms']} ms reading all {camera_model.model.camera_frames} frames"
+            )
     result = {
         "bench": "model",
         "quick": args.quick,

@@ -21,6 +21,8 @@ import torch
 
 from bridge import StreamSchema
 from twin.model.checkpoint import Checkpoint, check_schema, load_checkpoint
+from twin.model.encoders import FrameReadings, PixelKeypointEncoder
+from twin.model.framecache import FrameCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,12 @@ class TwinModel:
         self.control_hz = checkpoint.control_hz
         self.sensors = [s.name for s in self.schema.sensors]
         self.horizon = self.bands.horizon
+        camera = self.model.encoder.camera
+        self.frame_cache = (
+            FrameCache(camera, size=2 * camera.n_frames) if isinstance(camera, PixelKeypointEncoder) else None
+        )
+        """A keypoint camera's per-frame readings of recent frames: a window of one stream reads
+        only its new frame (:class:`twin.model.framecache.FrameCache`); None without one."""
 
     @classmethod
     def load(cls, ref: str | Path, stream: StreamSchema | None = None, engine=None) -> TwinModel:
@@ -100,7 +108,7 @@ class TwinModel:
             )
         return torch.from_numpy(self.features.features(window))
 
-    def _frames(self, frames: np.ndarray | None) -> torch.Tensor | None:
+    def _frames(self, frames: np.ndarray | None) -> torch.Tensor | FrameReadings | None:
         if frames is None:
             if self.model.config.camera:
                 raise ValueError(
@@ -115,12 +123,16 @@ class TwinModel:
                 f"frames must be ({self.model.camera_frames}, 64, 64, 3) or (B, {self.model.camera_frames}, "
                 f"64, 64, 3) uint8, the latest last; got {np.shape(frames)}"
             )
+        if self.frame_cache is not None and len(array) == 1:  # one window: read its new frames only
+            return self.frame_cache.readings(array[0])
         return torch.from_numpy(array).permute(0, 1, 4, 2, 3).contiguous()
 
     @torch.no_grad()
     def encode(self, obs_window: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
         """(history, S) or (B, history, S) SI [+ frames (n, 64, 64, 3), n = the model's
-        ``camera_frames``] -> latent (D,) or (B, D)."""
+        ``camera_frames``] -> latent (D,) or (B, D). One window's frames go through
+        :attr:`frame_cache` where the model reads keypoints: the frames seen in the last windows
+        are not read again (the same latent as reading them all)."""
         z = self.model.encode(self._window(obs_window), self._frames(frames)).numpy()
         return z[0] if np.ndim(obs_window) == 2 else z
 

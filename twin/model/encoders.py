@@ -12,7 +12,10 @@
   :class:`SpatialSoftmax`, for the last n frames (2 by default; or pooled over them by
   presence); nothing else of
   the image reaches the latent, so the encoder can say where coloured objects are and cannot
-  tell training scenes apart by anything else.
+  tell training scenes apart by anything else. It reads each frame on its own
+  (:meth:`~PixelKeypointEncoder.read`) before pooling over a stack
+  (:meth:`~PixelKeypointEncoder.pool`), so a live stream reads each new frame once
+  (:class:`FrameReadings`).
 * :class:`FusedEncoder`: sum of the available encoders' embeddings, then LayerNorm-free linear
   mixing; ``sensors=False`` makes it camera-only; ``carry=True`` appends the latest observed
   features (hidden columns zeroed) to the learned embedding.
@@ -91,6 +94,30 @@ class FrameStacks:
     def gather(self) -> torch.Tensor:
         """(N, k, 3, H, W): the stacks as separate frames."""
         return self.frames[self.stacks]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameReadings:
+    """Frames already read one by one by a :class:`PixelKeypointEncoder`
+    (:meth:`PixelKeypointEncoder.read`), waiting to be pooled over stacks: ``points`` (M, 2K)
+    keypoints in [-1, 1], ``presence`` (M, K) or None (what each map's lit-up strength is, for
+    presence pooling), ``stacks`` (N, n) long indices into them, oldest first, latest last. A
+    live stream reads each new frame once and pools it with the readings of the frames before
+    (:class:`twin.model.framecache.FrameCache`)."""
+
+    points: torch.Tensor
+    presence: torch.Tensor | None
+    stacks: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.points.ndim != 2 or self.stacks.ndim != 2 or self.stacks.shape[1] < 2:
+            raise ValueError(
+                f"FrameReadings needs points (M, 2K) and stacks (N, n >= 2), got "
+                f"{tuple(self.points.shape)} and {tuple(self.stacks.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.stacks)
 
 
 class SpatialSoftmax(nn.Module):
@@ -220,9 +247,36 @@ class PixelKeypointEncoder(nn.Module):
         logit where none does."""
         return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
 
-    def forward(self, frames: torch.Tensor | FrameStacks) -> torch.Tensor:
+    def read(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each frame on its own: (M, 3, 64, 64) uint8 -> keypoints (M, 2K) in [-1, 1] and, for
+        presence pooling, each map's presence (M, K) (:meth:`presence`; None otherwise)."""
+        pixels = frames.float().mul_(1 / 255.0).sub_(0.5)  # no gradient: in place
+        scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2)
+        return self.points.points(scaled), (self.presence(scaled) if self.frame_bias is not None else None)
+
+    def pool(self, readings: FrameReadings) -> torch.Tensor:
+        """Read frames pooled over their stacks of n -> (N, latent_dim)."""
+        n, stacks = self.n_frames, readings.stacks
+        if stacks.shape[1] != n:
+            raise ValueError(f"PixelKeypointEncoder reads stacks of {n} frames, got {stacks.shape[1]}")
+        b = len(stacks)
+        points = readings.points[stacks]  # (B, n, 2K)
+        if self.frame_bias is None:
+            return self.out(points.reshape(b, -1))  # (B, n frames x 2K)
+        if readings.presence is None:
+            raise ValueError("presence pooling needs FrameReadings.presence (read by this encoder)")
+        k = points.shape[-1] // 2
+        logits = self.presence_gain * readings.presence[stacks] + self.frame_bias[:, None]  # (B, n, K)
+        weights = torch.softmax(logits, dim=1)
+        pooled = (points.reshape(b, n, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
+        return self.out(pooled.reshape(b, 2 * k))
+
+    def forward(self, frames: torch.Tensor | FrameStacks | FrameReadings) -> torch.Tensor:
         """(B, >=n, 3, 64, 64) uint8, the last ``n = frames`` (the constructor's) read, or
-        :class:`FrameStacks` of n (each shared frame read once) -> (B, latent_dim)."""
+        :class:`FrameStacks` of n (each shared frame read once), or :class:`FrameReadings` of n
+        (frames read before) -> (B, latent_dim)."""
+        if isinstance(frames, FrameReadings):
+            return self.pool(frames)
         n = self.n_frames
         if isinstance(frames, FrameStacks):
             unique, stacks = frames.frames, frames.stacks
@@ -233,17 +287,8 @@ class PixelKeypointEncoder(nn.Module):
                 raise ValueError(f"PixelKeypointEncoder reads the last {n} frames, got {frames.shape[1]}")
             unique = frames[:, -n:].flatten(0, 1)  # (nB, 3, H, W): oldest ... latest of each
             stacks = torch.arange(len(unique), device=unique.device).reshape(-1, n)
-        b = len(stacks)
-        pixels = unique.float().mul_(1 / 255.0).sub_(0.5)  # no gradient: in place
-        scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2), shared by every read
-        points = self.points.points(scaled)[stacks]  # (B, n, 2K)
-        if self.frame_bias is None:
-            return self.out(points.reshape(b, -1))  # (B, n frames x 2K)
-        k = scaled.shape[1]
-        logits = self.presence_gain * self.presence(scaled)[stacks] + self.frame_bias[:, None]  # (B, n, K)
-        weights = torch.softmax(logits, dim=1)
-        pooled = (points.reshape(b, n, k, 2) * weights[..., None]).sum(dim=1)  # (B, K, 2)
-        return self.out(pooled.reshape(b, 2 * k))
+        points, presence = self.read(unique)  # every shared frame read once
+        return self.pool(FrameReadings(points, presence, stacks))
 
 
 KEYPOINT_POOLING = ("concat", "presence")
@@ -289,7 +334,7 @@ class FusedEncoder(nn.Module):
         self.mix = nn.Sequential(nn.SiLU(), nn.Linear(latent_dim, latent_dim)) if mixed else None
 
     def forward(
-        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | None = None
+        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | FrameReadings | None = None
     ) -> torch.Tensor:
         parts = []
         if self.sensor is not None:
@@ -297,9 +342,8 @@ class FusedEncoder(nn.Module):
         if self.camera is not None:
             if frames is None:
                 raise ValueError(f"this encoder needs camera frames (B, {self.frames}, 3, 64, 64)")
-            parts.append(
-                self.camera(frames if isinstance(frames, FrameStacks) else frames[:, -self.frames :])
-            )
+            stacked = isinstance(frames, FrameStacks | FrameReadings)
+            parts.append(self.camera(frames if stacked else frames[:, -self.frames :]))
         if self.camera_dims:  # [sensor embedding, camera embedding], side by side
             z = torch.cat([parts[0][..., : -self.camera_dims], parts[1][..., -self.camera_dims :]], dim=-1)
         else:

@@ -23,6 +23,7 @@ from twin.model.encoders import (
     KEYPOINT_POOLING,
     ActionEncoder,
     CameraEncoder,
+    FrameReadings,
     FrameStacks,
     FusedEncoder,
     PixelKeypointEncoder,
@@ -275,7 +276,7 @@ class JepaWorldModel(nn.Module):
         held-out windows, :func:`~twin.model.blend.fit_blend`; None: forecasts as read)."""
 
     def encode(
-        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | None = None
+        self, features: torch.Tensor, frames: torch.Tensor | FrameStacks | FrameReadings | None = None
     ) -> torch.Tensor:
         return self.encoder(features, frames)
 
