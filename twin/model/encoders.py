@@ -278,10 +278,8 @@ class PixelKeypointEncoder(nn.Module):
         if isinstance(frames, FrameReadings):
             return self.pool(frames)
         n = self.n_frames
-        if isinstance(frames, FrameStacks):
+        if isinstance(frames, FrameStacks):  # a stack of another length: pool() says so
             unique, stacks = frames.frames, frames.stacks
-            if stacks.shape[1] != n:
-                raise ValueError(f"PixelKeypointEncoder reads stacks of {n} frames, got {stacks.shape[1]}")
         else:
             if frames.shape[1] < n:
                 raise ValueError(f"PixelKeypointEncoder reads the last {n} frames, got {frames.shape[1]}")
