@@ -1,14 +1,15 @@
 """World-model benchmark: JEPA vs baselines on held-out episodes, bands, action use, speed.
 
-    .venv/bin/python bench/model.py                 # cartpole, rotor, arm (~35-45 min)
+    .venv/bin/python bench/model.py                 # cartpole, rotor, arm, arm-camera (~35 min)
     .venv/bin/python bench/model.py --quick         # cartpole, small budget (~2-3 min)
     .venv/bin/python bench/model.py --scene rotor   # one scene
     .venv/bin/python bench/model.py --ablation      # cartpole objective ablation (~15-25 min)
 
 Per scene: generate data through the sim, train (or reuse a registered model trained by the
 same code on the same data with the same config), evaluate every model on the same held-out
-episodes. Prints a table, then ONE JSON line (also written to bench/results/model.json).
-Uses JUMEAU_HOME (default ./var) for checkpoints and the registry database.
+episodes. Prints a table, then ONE JSON line (also written to bench/results/model.json, or
+to ``--results PATH``). Uses JUMEAU_HOME (default ./var) for checkpoints and the registry
+database. Progress goes to stderr: a line per preset, and training bars on a terminal.
 """
 
 from __future__ import annotations
@@ -112,10 +113,14 @@ def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, d
         row = find_matching(session, scene, {**config.to_dict(), "seed": seed}, lineage)
         if row is not None:
             return Path(row.path), row.metrics, True
+    note = f"-- {name}: generating {gen.episodes} episodes, then training (seed {seed})"
+    print(note, file=sys.stderr, flush=True)
     started = time.perf_counter()
     data = generate(gen)
     generate_s = time.perf_counter() - started
-    outcome = train_job(data, config, seed, f"bench-{name}", home() / "models", engine=engine, progress=False)
+    outcome = train_job(  # progress bars (JEPA, MLP, GRU) where stderr is a terminal
+        data, config, seed, f"bench-{name}", home() / "models", engine=engine, progress=sys.stderr.isatty()
+    )
     metrics = dict(outcome.checkpoint.metrics)
     metrics["generate_s"] = round(generate_s, 1)
     return outcome.path, metrics, False
@@ -165,11 +170,18 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
 def rotor_hours(seed: int) -> dict[str, Any]:
     """Hours-ahead bearing temperature (``twin.model.slow``): fit on a 6 h rotor run with bearing
     wear, forecast a second 8 h run (other seed) from hour 2 to its end."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from twin.model.slow import evaluate_hours, simulate_run
 
     started = time.perf_counter()
-    train = simulate_run(6.0, seed * 1000 + 1, WEAR_PER_HOUR)
-    test = simulate_run(8.0, seed * 1000 + 2, WEAR_PER_HOUR)
+    # the two runs (0.65 and 0.86 M PyBullet steps) side by side, one per core; forked on Linux
+    # as generate() forks (the children run PyBullet and numpy only)
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        runs = pool.map(simulate_run, (6.0, 8.0), (seed * 1000 + 1, seed * 1000 + 2), (WEAR_PER_HOUR,) * 2)
+        train, test = list(runs)
     out = evaluate_hours(train, test, 2.0, (1.0, 3.0, 6.0), LIMIT_K)
     out.update(
         {"wear_per_hour": WEAR_PER_HOUR, "train_hours": 6.0, "forecast_from_h": 2.0, "test_hours": 8.0}
@@ -365,6 +377,23 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def run_scene(name: str, quick: bool, seed: int) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse) and score one preset: (checkpoint path, its record)."""
+    table = presets(quick)
+    path, metrics, reused = train_or_reuse(name, table[name], seed)
+    record = scene_record(metrics)
+    record["reused"] = reused
+    if name == "arm-camera":
+        probe = camera_probe_r2(path)
+        record["camera_probe_r2_h10"] = probe["all"]
+        record["camera_probe_r2_h10_in_view"] = probe["in_view"]
+        record["camera_probe_in_view_share"] = probe["in_view_share"]
+    if name == "rotor" and not quick:
+        record["hours_ahead"] = rotor_hours(seed)
+    record["targets"] = targets(record)
+    return path, record
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene", action="append", help="cartpole, rotor, arm, arm-camera (repeatable)")
@@ -377,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 on a machine busy with other jobs)"
     )
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"JSON written (default {RESULTS})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -389,24 +419,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     table = presets(args.quick)
-    names = args.scene or list(table)
+    names = list(dict.fromkeys(args.scene or table))  # each preset once, in the order given
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        parser.error(f"unknown preset(s) {unknown}: choose from {list(table)}")
     scenes: dict[str, Any] = {}
     paths: dict[str, Path] = {}
     for name in names:
-        path, metrics, reused = train_or_reuse(name, table[name], args.seed)
-        paths[name] = path
-        record = scene_record(metrics)
-        record["reused"] = reused
-        if name == "arm-camera":
-            probe = camera_probe_r2(path)
-            record["camera_probe_r2_h10"] = probe["all"]
-            record["camera_probe_r2_h10_in_view"] = probe["in_view"]
-            record["camera_probe_in_view_share"] = probe["in_view_share"]
-        if name == "rotor" and not args.quick:
-            record["hours_ahead"] = rotor_hours(args.seed)
-        record["targets"] = targets(record)
-        print_table(name, record)
-        scenes[name] = record
+        paths[name], scenes[name] = run_scene(name, args.quick, args.seed)
+        print_table(name, scenes[name])
     if "arm-camera" in scenes and "arm" in scenes:
         for key, value in scenes["arm-camera"].items():
             if key.startswith("camera_probe"):
@@ -434,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         "rollout_speedup": speed["speedup"],
         "step_ms": speed["step_ms"],
         "timing_scene": first,
+        "threads": args.threads,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "total_s": round(time.perf_counter() - started, 1),
     }
@@ -441,8 +463,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\nrollout 1000x30: model {speed['rollout_ms']} ms, PyBullet {speed['sim_rollout_ms']} ms "
         f"({speed['speedup']}x); one encode+predict step {speed['step_ms']} ms"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
 
 
