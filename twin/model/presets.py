@@ -12,7 +12,7 @@ from typing import Any
 
 from twin.model.jepa import ModelConfig
 from twin.model.losses import ObjectiveConfig
-from twin.model.pipeline import SELECT_HORIZONS
+from twin.model.pipeline import EVAL_HORIZON, SELECT_HORIZONS
 from twin.model.train import TrainConfig
 
 __all__ = [
@@ -76,7 +76,7 @@ session: 0.951 -> 0.959, 0.931 -> 0.946, 0.895 -> 0.903)."""
 
 SCENE_OBJECTIVE: dict[str, dict[str, Any]] = {
     "arm": {"sensor_loss": "huber"},
-    "rotor": {"sensor_loss": "mse+log_mse", "rollout_steps": 50},
+    "rotor": {"sensor_loss": "mse+log_mse", "rollout_steps": EVAL_HORIZON},
 }
 """Sensor-vector runs of a scene: :class:`ObjectiveConfig` fields that differ from its
 defaults. The arm: a Huber feature loss (with the linear path, 0.378/0.718/0.856 ->
@@ -84,9 +84,9 @@ defaults. The arm: a Huber feature loss (with the linear path, 0.378/0.718/0.856
 its phase pair): MSE plus 0.1 x the mean of the features' log-MSE, so the smooth sensors'
 relative precision counts beside the vibration's large error (speed at 50 steps 0.0123 ->
 0.0031 NRMSE, vibration 1.087 -> 0.447; the log term alone 0.0031 and 0.610), unrolled over
-50 steps rather than 32, the longest horizon it is scored at: the phase it carries is trained
-as far as it is read (seed 4: h50 0.1284 -> 0.0973, 0.535x -> 0.405x the linear ARX; docs/model.md,
-"The rotor unrolled 50 steps")."""
+``EVAL_HORIZON`` (50) steps rather than 32, the longest horizon it is scored at: the phase it
+carries is trained as far as it is read (seed 4: h50 0.1284 -> 0.0973, 0.535x -> 0.405x the
+linear ARX; docs/model.md, "The rotor unrolled 50 steps")."""
 
 SCENE_CAMERA_SELECT_ON: dict[str, tuple[str, ...]] = {
     "arm": tuple(f"cube{k}_{axis}" for k in range(3) for axis in "xy")
