@@ -64,6 +64,7 @@ def train_command(
     """Train a world model (JEPA + baselines), calibrate its bands, save and register it."""
     import torch
 
+    from sim.registry import SCENES
     from twin.logs import setup_logging
     from twin.model.generate import default_episodes
     from twin.model.jobs import DataSpec, load_data, train_job
@@ -75,12 +76,21 @@ def train_command(
     torch.set_num_threads(2)
     if episodes is not None and generate:
         raise typer.BadParameter("give --episodes or --generate, not both")
+    if scene not in SCENES:
+        raise typer.BadParameter(f"unknown scene {scene!r}; registered scenes: {sorted(SCENES)}")
+    if generate < 0:
+        raise typer.BadParameter(f"--generate {generate}: a number of episodes >= 0 (0: the scene's default)")
     hidden = tuple(from_camera or ())
     if hidden and camera_only:
         raise typer.BadParameter(
             "--camera-only already learns every sensor from the camera: drop --from-camera"
         )
     camera = camera or camera_only or bool(hidden)  # frames are encoded
+    try:  # TrainConfig checks --steps and --max-minutes
+        train = scene_train(camera, hidden, steps=steps, seed=seed, max_seconds=max_minutes * 60)
+    except ValueError as exc:
+        typer.echo(f"twin train: {exc} (--steps {steps}, --max-minutes {max_minutes})", err=True)
+        raise typer.Exit(2) from None
     ids: tuple[int, ...] = ()
     asset = None
     if episodes is not None and episodes != "all":
@@ -114,7 +124,6 @@ def train_command(
         carry_observation=not camera_only,
         **({"camera_only": hidden} if hidden else {}),
     )
-    train = scene_train(model.camera, hidden, steps=steps, seed=seed, max_seconds=max_minutes * 60)
     objective = scene_objective(scene, camera=model.camera)
     config = RunConfig(model=model, objective=objective, train=train, **scene_selection(scene, hidden))
     outcome = train_job(
