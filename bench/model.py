@@ -7,9 +7,11 @@
 
 Per scene: generate data through the sim, train (or reuse a registered model trained by the
 same code on the same data with the same config), evaluate every model on the same held-out
-episodes. Prints a table, then ONE JSON line (also written to bench/results/model.json, or
-to ``--results PATH``). Uses JUMEAU_HOME (default ./var) for checkpoints and the registry
-database. Progress goes to stderr: a line per preset, and training bars on a terminal.
+episodes. Prints a table, then ONE JSON line, also merged into bench/results/model.json
+(``--quick``: model_quick.json; or ``--results PATH``): the run's scenes and top-level keys
+replace the file's, its other scenes and recorded experiments stay. Uses JUMEAU_HOME (default
+./var) for checkpoints and the registry database. Progress goes to stderr: a line per preset,
+and training bars on a terminal.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from twin.model.presets import scene_model, scene_objective, scene_selection, sc
 from twin.model.train import TrainConfig  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "model.json"
+QUICK_RESULTS = RESULTS.with_name("model_quick.json")
 MODELS = ("jepa", "jepa_unblended", "persistence", "const_velocity", "linear", "mlp", "gru")
 HORIZONS = ("1", "10", "50")
 
@@ -170,16 +173,11 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
 def rotor_hours(seed: int) -> dict[str, Any]:
     """Hours-ahead bearing temperature (``twin.model.slow``): fit on a 6 h rotor run with bearing
     wear, forecast a second 8 h run (other seed) from hour 2 to its end."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
+    from twin.model.generate import simulation_pool
     from twin.model.slow import evaluate_hours, simulate_run
 
     started = time.perf_counter()
-    # the two runs (0.65 and 0.86 M PyBullet steps) side by side, one per core; forked on Linux
-    # as generate() forks (the children run PyBullet and numpy only)
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with ProcessPoolExecutor(2, mp_context=context) as pool:
+    with simulation_pool(2) as pool:  # the two runs (0.65 and 0.86 M PyBullet steps) side by side
         runs = pool.map(simulate_run, (6.0, 8.0), (seed * 1000 + 1, seed * 1000 + 2), (WEAR_PER_HOUR,) * 2)
         train, test = list(runs)
     out = evaluate_hours(train, test, 2.0, (1.0, 3.0, 6.0), LIMIT_K)
@@ -377,12 +375,12 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run_scene(name: str, quick: bool, seed: int) -> tuple[Path, dict[str, Any]]:
+def run_scene(name: str, preset: dict[str, Any], quick: bool, seed: int) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) and score one preset: (checkpoint path, its record)."""
-    table = presets(quick)
-    path, metrics, reused = train_or_reuse(name, table[name], seed)
+    path, metrics, reused = train_or_reuse(name, preset, seed)
     record = scene_record(metrics)
     record["reused"] = reused
+    record["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if name == "arm-camera":
         probe = camera_probe_r2(path)
         record["camera_probe_r2_h10"] = probe["all"]
@@ -406,7 +404,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads (1 on a machine busy with other jobs)"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help=f"JSON written (default {RESULTS})")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help=f"JSON the run is merged into (default {RESULTS}; with --quick, {QUICK_RESULTS.name} "
+        "beside it; --ablation writes model_ablation.json)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -426,7 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     scenes: dict[str, Any] = {}
     paths: dict[str, Path] = {}
     for name in names:
-        paths[name], scenes[name] = run_scene(name, args.quick, args.seed)
+        paths[name], scenes[name] = run_scene(name, table[name], args.quick, args.seed)
         print_table(name, scenes[name])
     if "arm-camera" in scenes and "arm" in scenes:
         for key, value in scenes["arm-camera"].items():
@@ -463,9 +466,19 @@ def main(argv: list[str] | None = None) -> None:
         f"\nrollout 1000x30: model {speed['rollout_ms']} ms, PyBullet {speed['sim_rollout_ms']} ms "
         f"({speed['speedup']}x); one encode+predict step {speed['step_ms']} ms"
     )
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1) + "\n")
+    merge_results(args.results or (QUICK_RESULTS if args.quick else RESULTS), result)
     print(json.dumps(result))
+
+
+def merge_results(path: Path, result: dict[str, Any]) -> None:
+    """Write ``result`` into the JSON at ``path``: its top-level keys and its scenes replace
+    those of the file, and everything else the file holds stays (the other scenes, each with
+    its own ``measured_at``, and the recorded experiments), so a run of one scene does not
+    wipe the others' figures."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**earlier, **result, "scenes": {**earlier.get("scenes", {}), **result["scenes"]}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1) + "\n")
 
 
 if __name__ == "__main__":

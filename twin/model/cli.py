@@ -80,17 +80,18 @@ def train_command(
         raise typer.BadParameter(f"unknown scene {scene!r}; registered scenes: {sorted(SCENES)}")
     if generate < 0:
         raise typer.BadParameter(f"--generate {generate}: a number of episodes >= 0 (0: the scene's default)")
+    if steps < 1:
+        raise typer.BadParameter(f"--steps {steps}: at least 1 training step")
+    if not max_minutes > 0:
+        raise typer.BadParameter(f"--max-minutes {max_minutes}: a wall-clock guard above 0 minutes")
+    if seed < 0:
+        raise typer.BadParameter(f"--seed {seed}: a seed >= 0")
     hidden = tuple(from_camera or ())
     if hidden and camera_only:
         raise typer.BadParameter(
             "--camera-only already learns every sensor from the camera: drop --from-camera"
         )
     camera = camera or camera_only or bool(hidden)  # frames are encoded
-    try:  # TrainConfig checks --steps and --max-minutes
-        train = scene_train(camera, hidden, steps=steps, seed=seed, max_seconds=max_minutes * 60)
-    except ValueError as exc:
-        typer.echo(f"twin train: {exc} (--steps {steps}, --max-minutes {max_minutes})", err=True)
-        raise typer.Exit(2) from None
     ids: tuple[int, ...] = ()
     asset = None
     if episodes is not None and episodes != "all":
@@ -124,6 +125,7 @@ def train_command(
         carry_observation=not camera_only,
         **({"camera_only": hidden} if hidden else {}),
     )
+    train = scene_train(model.camera, hidden, steps=steps, seed=seed, max_seconds=max_minutes * 60)
     objective = scene_objective(scene, camera=model.camera)
     config = RunConfig(model=model, objective=objective, train=train, **scene_selection(scene, hidden))
     outcome = train_job(

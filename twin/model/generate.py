@@ -190,14 +190,8 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     jobs = [(config, c, ticks, bounds, plans[k::2]) for k, c in enumerate(EPISODE_CONTROLLERS) if plans[k::2]]
     if workers == 1:
         done = [item for job in jobs for item in _simulate(*job)]
-    else:
-        # fork on Linux: the children run only PyBullet and numpy (no torch, whose threads do
-        # not survive a fork; logging resets its locks), and a spawned child would re-import
-        # the caller's main module, which a script without a main guard cannot survive. Each
-        # child sends its half back in one pickle (the arm's 120 camera episodes: ~150 MB).
-        linux = sys.platform.startswith("linux")
-        context = multiprocessing.get_context("fork" if linux else "spawn")
-        with ProcessPoolExecutor(2, mp_context=context) as pool:
+    else:  # each child sends its half back in one pickle (the arm's 120 camera episodes: ~150 MB)
+        with simulation_pool(2) as pool:
             done = [item for part in pool.map(_simulate, *zip(*jobs, strict=True)) for item in part]
     episodes = tuple(episode for _, episode in sorted(done, key=lambda item: item[0]))
     elapsed = time.perf_counter() - started
@@ -206,6 +200,15 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     )
     lineage = {**config.lineage(), "ticks_per_step": ticks, "generate_s": round(elapsed, 2)}
     return Dataset(schema, episodes, config.control_hz, lineage)
+
+
+def simulation_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes for simulation work: PyBullet and numpy only, never torch. Forked on Linux:
+    torch's threads do not survive a fork, but these children never use them (logging resets
+    its locks), and a spawned child would re-import the caller's main module, which a script
+    without a main guard cannot survive. Elsewhere, spawned."""
+    linux = sys.platform.startswith("linux")
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if linux else "spawn"))
 
 
 PARALLEL_MIN_EPISODES = 16
