@@ -26,9 +26,8 @@ def test_arm_sensor_runs_get_its_overrides() -> None:
 
 
 def test_rotor_sensor_runs_turn_a_phase_pair_by_the_speed_with_a_log_term_over_50_steps() -> None:
-    assert scene_model("rotor") == ModelConfig(
-        phase_from=("speed",), linear_path=True
-    )  # nothing else differs
+    # the phase pair and the linear path, nothing else
+    assert scene_model("rotor") == ModelConfig(phase_from=("speed",), linear_path=True)
     assert scene_objective("rotor") == ObjectiveConfig(sensor_loss="mse+log_mse", rollout_steps=50)
     assert scene_model("rotor", camera=True) == ModelConfig(camera=True)  # a camera run: the defaults
     assert scene_objective("rotor", camera=True).sensor_loss == ObjectiveConfig().sensor_loss

@@ -64,7 +64,7 @@ def train_command(
     """Train a world model (JEPA + baselines), calibrate its bands, save and register it."""
     import torch
 
-    from sim.registry import SCENES
+    from sim.registry import UnknownSceneError, scene_class
     from twin.logs import setup_logging
     from twin.model.generate import default_episodes
     from twin.model.jobs import DataSpec, load_data, train_job
@@ -76,8 +76,10 @@ def train_command(
     torch.set_num_threads(2)
     if episodes is not None and generate:
         raise typer.BadParameter("give --episodes or --generate, not both")
-    if scene not in SCENES:
-        raise typer.BadParameter(f"unknown scene {scene!r}; registered scenes: {sorted(SCENES)}")
+    try:
+        scene_class(scene)
+    except UnknownSceneError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if generate < 0:
         raise typer.BadParameter(f"--generate {generate}: a number of episodes >= 0 (0: the scene's default)")
     if steps < 1:
