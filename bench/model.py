@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from twin.model.generate import default_episodes  # noqa: E402
 from twin.model.jepa import ModelConfig  # noqa: E402
+from twin.model.memory import keep_freed_memory  # noqa: E402
 from twin.model.pipeline import RunConfig  # noqa: E402
 from twin.model.presets import scene_model, scene_objective, scene_selection, scene_train  # noqa: E402
 from twin.model.train import TrainConfig  # noqa: E402
@@ -413,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training and evaluation do: see twin.model.memory
     if args.ablation:
         seeds = list(range(args.seed, args.seed + args.ablation_seeds))
         result = ablation(seeds, args.ablation_steps, 300, args.variant)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from twin.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, schema_to_dict
 from twin.model.data import Dataset
 from twin.model.generate import GenerateConfig, generate
+from twin.model.memory import keep_freed_memory
 from twin.model.pipeline import (
     EVAL_HORIZON,
     Prepared,
@@ -208,6 +209,7 @@ def eval_job(
     ref: str, plot_path: Path | None = None, engine: Engine | None = None, data: Dataset | None = None
 ) -> dict[str, Any]:
     """Re-evaluate a checkpoint on its held-out test episodes; returns the metrics."""
+    keep_freed_memory()  # see twin.model.memory
     path = resolve(ref, engine)
     checkpoint = load_checkpoint(path)
     config = checkpoint.config

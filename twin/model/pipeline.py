@@ -41,6 +41,7 @@ from twin.model.evaluate import (
 )
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns, phase_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
+from twin.model.memory import keep_freed_memory
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,9 @@ def evaluate_all(
 def run(
     data: Dataset, config: RunConfig, seed: int, logger: Logger | None = None, progress: bool = False
 ) -> Checkpoint:
-    """Train, calibrate and evaluate on ``data``: a checkpoint with its metrics (not yet saved)."""
+    """Train, calibrate and evaluate on ``data``: a checkpoint with its metrics (not yet saved).
+    Keeps freed tensor memory in the process for the next step (:mod:`twin.model.memory`)."""
+    keep_freed_memory()
     started = time.perf_counter()
     prepared = prepare(data, config, seed)
     log.info(
