@@ -728,3 +728,23 @@ def test_a_near_tie_in_validation_keeps_the_later_weights_when_asked(tolerance, 
     assert result.best_val == (0.995 if kept == 2 else 0.999)  # the score of the weights kept
     with pytest.raises(ValueError, match="keep_later_within"):
         TrainConfig(keep_later_within=1.5)
+
+
+def test_presence_equals_logsumexp_on_sharp_maps_value_and_gradient() -> None:
+    """The clamped log-sum-exp of PixelKeypointEncoder.presence is torch.logsumexp's, on maps
+    whose cells lie far below their peaks (where exp underflows) as on mild ones."""
+    from twin.model.encoders import PixelKeypointEncoder
+
+    torch.manual_seed(0)
+    for spread in (1.0, 300.0):
+        scaled = torch.randn(6, 16, 1024, dtype=torch.float64) * spread
+        scaled[:, :, 7] += 5 * spread  # one peak per map
+        mine = scaled.float().requires_grad_()
+        reference = scaled.float().requires_grad_()
+        value = PixelKeypointEncoder.presence(mine)
+        expected = 0.1 * (torch.logsumexp(reference, dim=-1) - math.log(1024))
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
+        weights = torch.randn_like(value)
+        (value * weights).sum().backward()
+        (expected * weights).sum().backward()
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)

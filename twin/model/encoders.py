@@ -244,8 +244,19 @@ class PixelKeypointEncoder(nn.Module):
         """(B, K, HW) logits over the temperature (:meth:`SpatialSoftmax.scale`) -> (B, K): 0.1 x
         the log of the mean of ``exp(logit / temperature)`` over the map's cells: near the
         highest logit where a few cells stand out (what the soft-argmax follows), near the mean
-        logit where none does."""
-        return 0.1 * (torch.logsumexp(scaled, dim=-1) - math.log(scaled.shape[-1]))
+        logit where none does.
+
+        Computed as ``max + log(sum(exp(max(logit - max, -80))))``, not ``torch.logsumexp``:
+        a sharp map's cells lie hundreds below its peak, and ``exp`` of a value whose result
+        underflows (below e^-87, float32's smallest normal) takes a slow path on x86 CPUs,
+        10x the time of an ordinary one. Clamped at -80 the terms stay normal and change the
+        sum by at most 1,024 x e^-80 (the peak's own term is 1): nothing in float32, values
+        equal to ``torch.logsumexp``'s, gradients within its rounding; forward and backward
+        on a camera training batch (383 frames x 16 maps x 1,024 cells, 2 cores) took 27 ms
+        against 151 ms. The max is detached: its gradient cancels exactly."""
+        top = scaled.detach().amax(dim=-1, keepdim=True)
+        total = torch.exp((scaled - top).clamp_min(-80.0)).sum(dim=-1)
+        return 0.1 * (total.log() + top.squeeze(-1) - math.log(scaled.shape[-1]))
 
     def read(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each frame on its own: (M, 3, 64, 64) uint8 -> keypoints (M, 2K) in [-1, 1] and, for
