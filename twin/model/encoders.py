@@ -250,10 +250,13 @@ class PixelKeypointEncoder(nn.Module):
         a sharp map's cells lie hundreds below its peak, and ``exp`` of a value whose result
         underflows (below e^-87, float32's smallest normal) takes a slow path on x86 CPUs,
         10x the time of an ordinary one. Clamped at -80 the terms stay normal and change the
-        sum by at most 1,024 x e^-80 (the peak's own term is 1): nothing in float32, values
-        equal to ``torch.logsumexp``'s, gradients within its rounding; forward and backward
-        on a camera training batch (383 frames x 16 maps x 1,024 cells, 2 cores) took 27 ms
-        against 151 ms. The max is detached: its gradient cancels exactly."""
+        sum by at most n x e^-80 for n cells (the peak's own term is 1): nothing in float32,
+        values equal to ``torch.logsumexp``'s, gradients within its rounding (0 for clamped
+        cells, whose true gradient is below e^-80); forward and backward on a camera training
+        batch (383 frames x 16 maps x 1,024 cells, 2 cores) took 27 ms against 151 ms. The max
+        is detached: the shift's gradient cancels (up to that n x e^-80). Logits must be
+        finite (a row of -inf or a +inf gives NaN here); the convolutions' outputs are.
+        """
         top = scaled.detach().amax(dim=-1, keepdim=True)
         total = torch.exp((scaled - top).clamp_min(-80.0)).sum(dim=-1)
         return 0.1 * (total.log() + top.squeeze(-1) - math.log(scaled.shape[-1]))

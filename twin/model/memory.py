@@ -5,15 +5,16 @@ with ``munmap`` when freed; the threshold starts at 128 KiB and rises, one freed
 time, to at most 32 MiB, and the heap's free top is trimmed back to the kernel above twice
 that. A training step of the world model allocates and frees dozens of tensors of 1-25 MB (the
 arm camera's keypoint maps, 300-400 frames x 16 maps x 32 x 32 floats, are 25 MB each), so by
-default every step faults in fresh zero-filled pages for them: the kernel's page clearing, not
-the arithmetic, took a third of the camera preset's step (2 cores, ms a step, the default
-against these settings, same process otherwise: camera 285 -> 193, rotor 188 -> 162, arm
-105 -> 91, cart-pole 87 -> 84; docs/benchmarks.md, "Running time").
+default every step faults in fresh zero-filled pages for them. With these settings the camera
+preset's step took 15-32% less time (2 cores, seven pairs of fresh interpreters, e.g. 285 -> 193
+ms); the sensor presets' steps moved within the machine's noise (docs/benchmarks.md, "Running
+time").
 
 :func:`keep_freed_memory` sets the threshold to its ceiling and the trim threshold above what a
 step frees, so the blocks stay in the heap and are reused. The cost: the process keeps up to
-``trim_bytes`` of freed memory mapped between steps. It is called by the training and
-evaluation jobs (``twin.model.jobs``) and ``bench/model.py``, never at import: it changes the
+``trim_bytes`` of freed memory mapped between steps. It is called where training and
+evaluation start (``pipeline.run``, ``jobs.eval_job``) and by ``bench/model.py``, never at
+import: it changes the
 allocator of the whole process. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
 PyTorch's own CPU caching allocator is not an option: it is for pinned host memory only.
 """
@@ -42,19 +43,26 @@ _state: dict[str, dict[str, int]] = {}
 def keep_freed_memory(trim_bytes: int = 1 << 30, top_pad_bytes: int = 64 << 20) -> dict[str, int] | None:
     """Serve blocks up to 32 MiB from the heap and keep up to ``trim_bytes`` of freed heap in the
     process (``top_pad_bytes``: extra the heap grows by at a time). Returns the settings applied,
-    or None where the C library is not glibc (nothing changed). Idempotent: a second call
-    returns the first one's settings."""
-    if "applied" in _state:
-        return _state["applied"]
+    or None where the C library is not glibc (nothing changed). The first call's settings hold
+    for the process: a later call returns (a copy of) them, and warns if it asked for others."""
     if trim_bytes < 2 * MMAP_THRESHOLD_MAX or top_pad_bytes < 0:
         raise ValueError(
             f"keep_freed_memory(trim_bytes={trim_bytes}, top_pad_bytes={top_pad_bytes}): trim_bytes "
             f"must be at least {2 * MMAP_THRESHOLD_MAX} (two of the largest heap blocks), top_pad_bytes >= 0"
         )
+    if "applied" in _state:
+        applied = dict(_state["applied"])
+        wanted = (min(trim_bytes, 2**31 - 1), min(top_pad_bytes, 2**31 - 1))
+        if wanted != (applied["trim_threshold"], applied["top_pad"]):
+            log.warning("keep_freed_memory: already applied %s; the process keeps them", applied)
+        return applied
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:  # another soname: ask the toolchain (a subprocess), only then
+            libc = ctypes.CDLL(ctypes.util.find_library("c"))
         mallopt, version = libc.mallopt, libc.gnu_get_libc_version
     except (OSError, AttributeError):  # not glibc (musl has no gnu_get_libc_version)
         log.debug("keep_freed_memory: the C library is not glibc; allocator left as it is")
@@ -66,8 +74,9 @@ def keep_freed_memory(trim_bytes: int = 1 << 30, top_pad_bytes: int = 64 << 20) 
         "top_pad": min(top_pad_bytes, 2**31 - 1),
     }
     params = {"mmap_threshold": M_MMAP_THRESHOLD, "trim_threshold": M_TRIM_THRESHOLD, "top_pad": M_TOP_PAD}
-    # the mmap threshold first: setting the trim threshold alone turns off glibc's dynamic mmap
-    # threshold and leaves it at 128 KiB, so every block of a step would be mmapped (2.6x slower)
+    # all three together: any mallopt of these turns off glibc's dynamic thresholds and
+    # freezes the others where they stand, so the trim threshold alone leaves large blocks
+    # mmapped (the camera's step 2.6x slower) and the mmap threshold alone trims them away
     for name in ("mmap_threshold", "trim_threshold", "top_pad"):
         if mallopt(params[name], settings[name]) != 1:
             log.warning(
@@ -79,4 +88,4 @@ def keep_freed_memory(trim_bytes: int = 1 << 30, top_pad_bytes: int = 64 << 20) 
     version.restype = ctypes.c_char_p
     log.debug("keep_freed_memory: glibc %s, %s", version().decode(), settings)
     _state["applied"] = settings
-    return settings
+    return dict(settings)
