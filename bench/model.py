@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as training and evaluation do: see twin.model.memory
+    keep_freed_memory()  # as pipeline.run does; reused models skip it, their probe and timings not
     if args.ablation:
         seeds = list(range(args.seed, args.seed + args.ablation_seeds))
         result = ablation(seeds, args.ablation_steps, 300, args.variant)

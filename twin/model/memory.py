@@ -14,9 +14,9 @@ time").
 step frees, so the blocks stay in the heap and are reused. The cost: the process keeps up to
 ``trim_bytes`` of freed memory mapped between steps. It is called where training and
 evaluation start (``pipeline.run``, ``jobs.eval_job``) and by ``bench/model.py``, never at
-import: it changes the
-allocator of the whole process. Elsewhere than glibc (macOS, Windows, musl) it does nothing.
-PyTorch's own CPU caching allocator is not an option: it is for pinned host memory only.
+import: it changes the allocator of the whole process. Elsewhere than glibc (macOS, Windows,
+musl) it does nothing. PyTorch's own CPU caching allocator is not an option: it is for pinned
+host memory only.
 """
 
 from __future__ import annotations
@@ -50,12 +50,18 @@ def keep_freed_memory(trim_bytes: int = 1 << 30, top_pad_bytes: int = 64 << 20) 
             f"keep_freed_memory(trim_bytes={trim_bytes}, top_pad_bytes={top_pad_bytes}): trim_bytes "
             f"must be at least {2 * MMAP_THRESHOLD_MAX} (two of the largest heap blocks), top_pad_bytes >= 0"
         )
+    # all three together: any mallopt of these turns off glibc's dynamic thresholds and
+    # freezes the others where they stand, so the trim threshold alone leaves large blocks
+    # mmapped (the camera's step 2.6x slower) and the mmap threshold alone trims them away
+    settings = {
+        "mmap_threshold": MMAP_THRESHOLD_MAX,
+        "trim_threshold": min(trim_bytes, 2**31 - 1),  # mallopt takes a C int
+        "top_pad": min(top_pad_bytes, 2**31 - 1),
+    }
     if "applied" in _state:
-        applied = dict(_state["applied"])
-        wanted = (min(trim_bytes, 2**31 - 1), min(top_pad_bytes, 2**31 - 1))
-        if wanted != (applied["trim_threshold"], applied["top_pad"]):
-            log.warning("keep_freed_memory: already applied %s; the process keeps them", applied)
-        return applied
+        if settings != _state["applied"]:
+            log.warning("keep_freed_memory: already applied %s; the process keeps them", _state["applied"])
+        return dict(_state["applied"])
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -68,21 +74,11 @@ def keep_freed_memory(trim_bytes: int = 1 << 30, top_pad_bytes: int = 64 << 20) 
         log.debug("keep_freed_memory: the C library is not glibc; allocator left as it is")
         return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = {
-        "mmap_threshold": MMAP_THRESHOLD_MAX,
-        "trim_threshold": min(trim_bytes, 2**31 - 1),
-        "top_pad": min(top_pad_bytes, 2**31 - 1),
-    }
     params = {"mmap_threshold": M_MMAP_THRESHOLD, "trim_threshold": M_TRIM_THRESHOLD, "top_pad": M_TOP_PAD}
-    # all three together: any mallopt of these turns off glibc's dynamic thresholds and
-    # freezes the others where they stand, so the trim threshold alone leaves large blocks
-    # mmapped (the camera's step 2.6x slower) and the mmap threshold alone trims them away
-    for name in ("mmap_threshold", "trim_threshold", "top_pad"):
-        if mallopt(params[name], settings[name]) != 1:
+    for name, value in settings.items():
+        if mallopt(params[name], value) != 1:
             log.warning(
-                "keep_freed_memory: mallopt refused %s=%d; allocator left partly as it was",
-                name,
-                settings[name],
+                "keep_freed_memory: mallopt refused %s=%d; allocator left partly as it was", name, value
             )
             return None
     version.restype = ctypes.c_char_p
