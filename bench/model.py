@@ -174,11 +174,11 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
 def rotor_hours(seed: int) -> dict[str, Any]:
     """Hours-ahead bearing temperature (``twin.model.slow``): fit on a 6 h rotor run with bearing
     wear, forecast a second 8 h run (other seed) from hour 2 to its end."""
-    from twin.model.generate import simulation_pool
+    from twin.model.pool import process_pool
     from twin.model.slow import evaluate_hours, simulate_run
 
     started = time.perf_counter()
-    with simulation_pool(2) as pool:  # the two runs (0.65 and 0.86 M PyBullet steps) side by side
+    with process_pool(2) as pool:  # the two runs (0.65 and 0.86 M PyBullet steps) side by side
         runs = pool.map(simulate_run, (6.0, 8.0), (seed * 1000 + 1, seed * 1000 + 2), (WEAR_PER_HOUR,) * 2)
         train, test = list(runs)
     out = evaluate_hours(train, test, 2.0, (1.0, 3.0, 6.0), LIMIT_K)
@@ -202,6 +202,7 @@ def scene_record(metrics: dict[str, Any]) -> dict[str, Any]:
         "train_s": metrics["train"]["train_s"],
         "baseline_train_s": metrics["train"]["baseline_train_s"],
         "generate_s": metrics.get("generate_s"),
+        "stages_s": metrics["train"].get("stages_s"),  # where training's wall time went (pipeline.run)
         "latent_effective_rank": round(metrics["latent"]["effective_rank"], 2),
         "latent_std_min": round(metrics["latent"]["std_min"], 4),
         "best_of_models": best_of_models(metrics["nrmse_per_sensor"]),
@@ -378,6 +379,7 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_scene(name: str, preset: dict[str, Any], quick: bool, seed: int) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) and score one preset: (checkpoint path, its record)."""
+    started = time.perf_counter()
     path, metrics, reused = train_or_reuse(name, preset, seed)
     record = scene_record(metrics)
     record["reused"] = reused
@@ -390,6 +392,7 @@ def run_scene(name: str, preset: dict[str, Any], quick: bool, seed: int) -> tupl
     if name == "rotor" and not quick:
         record["hours_ahead"] = rotor_hours(seed)
     record["targets"] = targets(record)
+    record["preset_s"] = round(time.perf_counter() - started, 1)  # generation to the last figure
     return path, record
 
 

@@ -11,17 +11,14 @@ function of the state and a model could ignore them).
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from twin.model.data import CONTROL_HZ, Dataset, Episode
+from twin.model.pool import cores, process_pool
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +179,7 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
             (index, config.seed * 100_003 + index, _pushes(rng, config.episode_steps, low, high, amp))
         )
     if workers is None:
-        workers = 2 if config.episodes >= PARALLEL_MIN_EPISODES and _cores() > 1 else 1
+        workers = 2 if config.episodes >= PARALLEL_MIN_EPISODES and cores() > 1 else 1
     if workers not in (1, 2):
         raise ValueError(f"generate(workers={workers!r}) must be 1 or 2 (one process per controller)")
     ticks = max(1, round(schema.rate_hz / config.control_hz))
@@ -191,7 +188,7 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     if workers == 1:
         done = [item for job in jobs for item in _simulate(*job)]
     else:  # each child sends its half back in one pickle (the arm's 120 camera episodes: ~150 MB)
-        with simulation_pool(2) as pool:
+        with process_pool(2) as pool:  # PyBullet and numpy only, never torch
             done = [item for part in pool.map(_simulate, *zip(*jobs, strict=True)) for item in part]
     episodes = tuple(episode for _, episode in sorted(done, key=lambda item: item[0]))
     elapsed = time.perf_counter() - started
@@ -202,15 +199,6 @@ def generate(config: GenerateConfig, workers: int | None = None) -> Dataset:
     return Dataset(schema, episodes, config.control_hz, lineage)
 
 
-def simulation_pool(workers: int) -> ProcessPoolExecutor:
-    """Processes for simulation work: PyBullet and numpy only, never torch. Forked on Linux:
-    torch's threads do not survive a fork, but these children never use them (logging resets
-    its locks), and a spawned child would re-import the caller's main module, which a script
-    without a main guard cannot survive. Elsewhere, spawned."""
-    linux = sys.platform.startswith("linux")
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork" if linux else "spawn"))
-
-
 PARALLEL_MIN_EPISODES = 16
 """Fewer episodes than this are simulated in the calling process (a second process is not worth
 starting for a few short episodes)."""
@@ -219,12 +207,6 @@ starting for a few short episodes)."""
 EPISODE_CONTROLLERS = ("default", "random")
 """The scene controllers generated episodes alternate between (of ``sim.scene.CONTROLLERS``):
 even indices the scripted one, odd ones random excitation with centring."""
-
-
-def _cores() -> int:
-    """CPU cores this process may run on (the container's share, not the host's)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _simulate(

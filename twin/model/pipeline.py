@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from twin.model.evaluate import (
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns, phase_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
 from twin.model.memory import keep_freed_memory
+from twin.model.pool import cores, process_pool
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -280,29 +282,87 @@ def fit_model_blend(model: JepaWorldModel, prepared: Prepared, config: RunConfig
     return report
 
 
+BASELINE_THREADS = 1
+"""torch threads of each neural baseline's training process. One: on 2 cores the MLP's and the
+GRU's steps are faster on one thread than on two, so the two train side by side, a core each,
+and their weights do not depend on the machine's thread count."""
+
+SENSOR_BASELINES: dict[str, type[torch.nn.Module]] = {"mlp": SensorMLP, "gru": SensorGRU}
+"""The neural baselines, trained in sensor space (``SensorObjective``) in processes of their own."""
+
+_shared: dict[str, Prepared] = {}
+"""A baseline process's windows (under "prepared"), set by :func:`_share` before its first job."""
+
+
+def _share(prepared: Prepared) -> None:
+    _shared["prepared"] = prepared
+
+
+def _fit_sensor_baseline(
+    name: str, config: RunConfig, seed: int, position: int | None
+) -> tuple[dict[str, torch.Tensor], TrainResult]:
+    """In a baseline process: train ``name`` on the shared windows with one torch thread; its
+    best weights and the training result."""
+    torch.set_num_threads(BASELINE_THREADS)
+    prepared = _shared.get("prepared")
+    if prepared is None:
+        raise RuntimeError("baseline process: no windows shared with it (pipeline._share not run)")
+    f, h = prepared.features, config.model.history
+    torch.manual_seed(seed)
+    model = SENSOR_BASELINES[name](f.n_features, len(f.action_low), h, config.model.hidden)
+    forecaster = NeuralForecaster(model, f, h)
+    trainer = Trainer(
+        config.baseline_train or config.train,
+        SensorObjective(model, h),
+        prepared.train,
+        lambda: validation(forecaster, prepared),
+        progress=position is not None,
+        label=name,
+        position=position,
+    )
+    result = trainer.fit()
+    return model.state_dict(), result
+
+
 def train_baselines(
     prepared: Prepared, config: RunConfig, seed: int, progress: bool = False
 ) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
-    """Fit the linear ARX (least squares) and, if configured, the MLP and GRU baselines."""
+    """Fit the linear ARX (least squares) and, if configured, the MLP and GRU baselines, each of
+    those in a process of its own with :data:`BASELINE_THREADS` torch thread, side by side on a
+    machine with two cores (:mod:`twin.model.pool`). Their weights are the ones training them in
+    this process on one thread gives (tested); a failure in either is raised here, naming it."""
     f, h = prepared.features, config.model.history
     n_a = len(f.action_low)
     started = time.perf_counter()
     fitted: dict[str, torch.nn.Module] = {"linear": LinearARX(f.n_features, n_a, h).fit(prepared.train)}
     seconds = {"linear": time.perf_counter() - started}
-    if config.neural_baselines:
-        for name, cls in (("mlp", SensorMLP), ("gru", SensorGRU)):
-            torch.manual_seed(seed)
-            model = cls(f.n_features, n_a, h, config.model.hidden)
-            forecaster = NeuralForecaster(model, f, h)
-            trainer = Trainer(
-                config.baseline_train or config.train,
-                SensorObjective(model, h),
-                prepared.train,
-                lambda fc=forecaster: validation(fc, prepared),
-                progress=progress,
-            )
-            result = trainer.fit()
-            fitted[name] = model
+    if not config.neural_baselines:
+        return fitted, seconds
+    names = list(SENSOR_BASELINES)
+    workers = min(len(names), cores())
+    log.info(
+        "baselines %s: %d process(es) side by side, %d torch thread each",
+        " and ".join(names),
+        workers,
+        BASELINE_THREADS,
+    )
+    with process_pool(workers, _share, (prepared,)) as pool:
+        jobs = {
+            name: pool.submit(_fit_sensor_baseline, name, config, seed, k if progress else None)
+            for k, name in enumerate(names)
+        }
+        for name, job in jobs.items():
+            try:
+                state, result = job.result()
+            except BrokenProcessPool as exc:
+                raise RuntimeError(
+                    f"baseline {name}: its training process died (killed, or out of memory?): {exc}"
+                ) from exc
+            except Exception as exc:
+                raise RuntimeError(f"baseline {name}: training failed in its process: {exc}") from exc
+            model = SENSOR_BASELINES[name](f.n_features, n_a, h, config.model.hidden)
+            model.load_state_dict(state)
+            fitted[name] = model.eval()
             seconds[name] = result.seconds
             log.info(
                 "baseline %s: val %.4f after %d steps (%.0f s)",
@@ -370,7 +430,17 @@ def run(
     Keeps freed tensor memory in the process for the next step (:mod:`twin.model.memory`)."""
     keep_freed_memory()
     started = time.perf_counter()
+    stages: dict[str, float] = {}
+    mark = started
+
+    def stage(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stages[name] = round(now - mark, 1)
+        mark = now
+
     prepared = prepare(data, config, seed)
+    stage("prepare")
     log.info(
         "windows: train %d, val %d, calib %d, test %d",
         len(prepared.train),
@@ -379,23 +449,28 @@ def run(
         len(prepared.test),
     )
     model, result = train_jepa(prepared, config, seed, logger, progress)
-    jepa_seconds = result.seconds
+    stage("jepa")
     blend_report = fit_model_blend(model, prepared, config) if config.blend else None
     error, scale = band_errors(model, prepared.features, prepared.calib, EVAL_HORIZON)
     bands = calibrate(error, scale, config.level)
+    stage("blend_and_bands")
     baselines, baseline_seconds = train_baselines(prepared, config, seed, progress)
+    stage("baselines")
     sensors = [s.name for s in data.schema.sensors]
     metrics = evaluate_all(model, baselines, prepared, bands, sensors, seed)
+    stage("evaluate")
     if blend_report is not None:
         metrics["blend"] = blend_report
     metrics["train"] = {
-        "train_s": round(jepa_seconds, 1),
+        "train_s": round(result.seconds, 1),
         "baseline_train_s": {k: round(v, 1) for k, v in baseline_seconds.items()},
+        "baseline_processes": min(len(SENSOR_BASELINES), cores()) if config.neural_baselines else 0,
         "best_val": result.best_val,
         "select_on": list(config.select_on),
         "best_step": result.best_step,
         "steps": result.steps,
         "stopped_by": result.stopped_by,
+        "stages_s": stages,
         "total_s": round(time.perf_counter() - started, 1),
         "history": result.history[-5:],
     }

@@ -112,13 +112,19 @@ class Trainer:
         validate: Callable[[], float],
         logger: Logger | None = None,
         progress: bool = False,
+        label: str = "train",
+        position: int | None = None,
     ) -> None:
+        """``progress``: a tqdm bar named ``label`` (on terminal line ``position`` below the
+        cursor, for bars of processes side by side)."""
         self.config = config
         self.objective = objective
         self.train = train
         self.validate = validate
         self.logger = logger
         self.progress = progress
+        self.label = label
+        self.position = position
 
     def _lr(self, step: int, elapsed: float = 0.0) -> float:
         """Learning rate at ``step`` (0-based) after ``elapsed`` seconds: linear warm-up, then a
@@ -140,7 +146,9 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=c.steps, desc="train", unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=c.steps, desc=self.label, unit="step", dynamic_ncols=True, position=self.position
+            )
         started = time.perf_counter()
         best, best_step, best_state, bad, stopped_by = math.inf, 0, None, 0, "steps"
         kept = math.inf  # the validation score of the weights kept
