@@ -100,8 +100,9 @@ def presets(quick: bool) -> dict[str, dict[str, Any]]:
     }
 
 
-def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, dict[str, Any], bool]:
-    """(checkpoint path, metrics, reused?) for one preset."""
+def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Path, dict[str, Any], Any | None]:
+    """(checkpoint path, metrics, the data it trained on) for one preset; a reused model's data
+    is None (not generated here)."""
     from sqlalchemy.orm import Session
 
     from twin.model.generate import GenerateConfig, generate
@@ -116,7 +117,7 @@ def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, d
     with Session(engine) as session:
         row = find_matching(session, scene, {**config.to_dict(), "seed": seed}, lineage)
         if row is not None:
-            return Path(row.path), row.metrics, True
+            return Path(row.path), row.metrics, None
     note = f"-- {name}: generating {gen.episodes} episodes, then training (seed {seed})"
     print(note, file=sys.stderr, flush=True)
     started = time.perf_counter()
@@ -127,14 +128,16 @@ def train_or_reuse(name: str, preset: dict[str, Any], seed: int) -> tuple[Any, d
     )
     metrics = dict(outcome.checkpoint.metrics)
     metrics["generate_s"] = round(generate_s, 1)
-    return outcome.path, metrics, False
+    return outcome.path, metrics, data
 
 
-def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
+def camera_probe_r2(path: Path, horizon: int = 10, data: Any | None = None) -> dict[str, float]:
     """R^2 of the cubes' x and y read from predicted latents ``horizon`` steps ahead (test
     episodes), the mean over the six coordinates: ``all`` samples, and ``in_view`` those where
     the cube is inside the camera's field (a cube pushed off the table is out of every frame;
-    ``in_view_share``). z is left out: cubes rest on the table, so its variance is ~0."""
+    ``in_view_share``). z is left out: cubes rest on the table, so its variance is ~0. ``data``:
+    the episodes the model trained on, where the caller has them (else regenerated from the
+    checkpoint's lineage: 300 camera episodes, ~1.5 minutes)."""
     import numpy as np
 
     from sim.camera import CameraConfig
@@ -146,7 +149,7 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
     from twin.model.presets import SCENE_CAMERA_SELECT_ON
 
     checkpoint = load_checkpoint(path)
-    prepared = held_out(checkpoint)  # its own split: the seed it was trained with
+    prepared = held_out(checkpoint, data)  # its own split: the seed it was trained with
     names = [s.name for s in checkpoint.schema.sensors]
     cubes = sensor_indices(SCENE_CAMERA_SELECT_ON["arm"], names, "camera probe")  # x, y of each cube
     predicted, _ = predict_with_scale(checkpoint.model, checkpoint.features, prepared.test, horizon)
@@ -174,13 +177,18 @@ def camera_probe_r2(path: Path, horizon: int = 10) -> dict[str, float]:
 def rotor_hours(seed: int) -> dict[str, Any]:
     """Hours-ahead bearing temperature (``twin.model.slow``): fit on a 6 h rotor run with bearing
     wear, forecast a second 8 h run (other seed) from hour 2 to its end."""
-    from twin.model.pool import process_pool
+    from twin.model.pool import side_by_side
     from twin.model.slow import evaluate_hours, simulate_run
 
     started = time.perf_counter()
-    with process_pool(2) as pool:  # the two runs (0.65 and 0.86 M PyBullet steps) side by side
-        runs = pool.map(simulate_run, (6.0, 8.0), (seed * 1000 + 1, seed * 1000 + 2), (WEAR_PER_HOUR,) * 2)
-        train, test = list(runs)
+    runs = side_by_side(  # the two runs (0.65 and 0.86 M PyBullet steps) side by side
+        {
+            "train run": (simulate_run, (6.0, seed * 1000 + 1, WEAR_PER_HOUR)),
+            "test run": (simulate_run, (8.0, seed * 1000 + 2, WEAR_PER_HOUR)),
+        },
+        2,
+    )
+    train, test = runs["train run"], runs["test run"]
     out = evaluate_hours(train, test, 2.0, (1.0, 3.0, 6.0), LIMIT_K)
     out.update(
         {"wear_per_hour": WEAR_PER_HOUR, "train_hours": 6.0, "forecast_from_h": 2.0, "test_hours": 8.0}
@@ -380,12 +388,13 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_scene(name: str, preset: dict[str, Any], quick: bool, seed: int) -> tuple[Path, dict[str, Any]]:
     """Train (or reuse) and score one preset: (checkpoint path, its record)."""
     started = time.perf_counter()
-    path, metrics, reused = train_or_reuse(name, preset, seed)
+    path, metrics, data = train_or_reuse(name, preset, seed)
+    reused = data is None
     record = scene_record(metrics)
     record["reused"] = reused
     record["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if name == "arm-camera":
-        probe = camera_probe_r2(path)
+        probe = camera_probe_r2(path, data=data)
         record["camera_probe_r2_h10"] = probe["all"]
         record["camera_probe_r2_h10_in_view"] = probe["in_view"]
         record["camera_probe_in_view_share"] = probe["in_view_share"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +42,7 @@ from twin.model.evaluate import (
 from twin.model.jepa import JepaWorldModel, ModelConfig, build_model, camera_only_columns, phase_columns
 from twin.model.losses import JepaObjective, ObjectiveConfig, SensorObjective
 from twin.model.memory import keep_freed_memory
-from twin.model.pool import cores, process_pool
+from twin.model.pool import cores, side_by_side
 from twin.model.train import Logger, TrainConfig, Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -283,30 +282,28 @@ def fit_model_blend(model: JepaWorldModel, prepared: Prepared, config: RunConfig
 
 
 BASELINE_THREADS = 1
-"""torch threads of each neural baseline's training process. One: on 2 cores the MLP's and the
-GRU's steps are faster on one thread than on two, so the two train side by side, a core each,
-and their weights do not depend on the machine's thread count."""
+"""torch threads of each neural baseline's training process. One: a sensor-space baseline's step
+gains nothing from a second thread on 2 cores, so the MLP and the GRU train side by side, a core
+each, and their weights do not depend on the machine's thread count."""
 
 SENSOR_BASELINES: dict[str, type[torch.nn.Module]] = {"mlp": SensorMLP, "gru": SensorGRU}
-"""The neural baselines, trained in sensor space (``SensorObjective``) in processes of their own."""
-
-_shared: dict[str, Prepared] = {}
-"""A baseline process's windows (under "prepared"), set by :func:`_share` before its first job."""
+"""The neural baselines, trained in sensor space (``SensorObjective``), each in a process of its own."""
 
 
-def _share(prepared: Prepared) -> None:
-    _shared["prepared"] = prepared
+def baseline_processes(config: RunConfig) -> int:
+    """How many neural baselines train at once: one a core, within the caller's torch threads
+    (``bench/model.py --threads 1`` keeps them to one core), none without them."""
+    if not config.neural_baselines:
+        return 0
+    return max(1, min(len(SENSOR_BASELINES), cores(), torch.get_num_threads()))
 
 
 def _fit_sensor_baseline(
-    name: str, config: RunConfig, seed: int, position: int | None
-) -> tuple[dict[str, torch.Tensor], TrainResult]:
-    """In a baseline process: train ``name`` on the shared windows with one torch thread; its
-    best weights and the training result."""
+    name: str, prepared: Prepared, config: RunConfig, seed: int, position: int | None
+) -> tuple[dict[str, np.ndarray], TrainResult, int]:
+    """In a baseline process: train ``name`` with :data:`BASELINE_THREADS` torch thread; its best
+    weights (numpy), the training result and the thread count it ran with."""
     torch.set_num_threads(BASELINE_THREADS)
-    prepared = _shared.get("prepared")
-    if prepared is None:
-        raise RuntimeError("baseline process: no windows shared with it (pipeline._share not run)")
     f, h = prepared.features, config.model.history
     torch.manual_seed(seed)
     model = SENSOR_BASELINES[name](f.n_features, len(f.action_low), h, config.model.hidden)
@@ -321,57 +318,48 @@ def _fit_sensor_baseline(
         position=position,
     )
     result = trainer.fit()
-    return model.state_dict(), result
+    state = {key: value.numpy() for key, value in model.state_dict().items()}
+    return state, result, torch.get_num_threads()
 
 
 def train_baselines(
     prepared: Prepared, config: RunConfig, seed: int, progress: bool = False
-) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
     """Fit the linear ARX (least squares) and, if configured, the MLP and GRU baselines, each of
-    those in a process of its own with :data:`BASELINE_THREADS` torch thread, side by side on a
-    machine with two cores (:mod:`twin.model.pool`). Their weights are the ones training them in
-    this process on one thread gives (tested); a failure in either is raised here, naming it."""
+    those in a process of its own with :data:`BASELINE_THREADS` torch thread,
+    :func:`baseline_processes` at a time (:func:`twin.model.pool.side_by_side`). Their weights are
+    the ones training them here on one thread gives (tested); a failure in either is raised here,
+    naming it. The fitted modules, and a report: ``seconds`` each, ``processes``, ``threads``."""
     f, h = prepared.features, config.model.history
     n_a = len(f.action_low)
     started = time.perf_counter()
     fitted: dict[str, torch.nn.Module] = {"linear": LinearARX(f.n_features, n_a, h).fit(prepared.train)}
-    seconds = {"linear": time.perf_counter() - started}
-    if not config.neural_baselines:
-        return fitted, seconds
+    report: dict[str, Any] = {"seconds": {"linear": time.perf_counter() - started}, "processes": 0}
+    workers = baseline_processes(config)
+    if not workers:
+        return fitted, report
     names = list(SENSOR_BASELINES)
-    workers = min(len(names), cores())
-    log.info(
-        "baselines %s: %d process(es) side by side, %d torch thread each",
-        " and ".join(names),
-        workers,
-        BASELINE_THREADS,
-    )
-    with process_pool(workers, _share, (prepared,)) as pool:
-        jobs = {
-            name: pool.submit(_fit_sensor_baseline, name, config, seed, k if progress else None)
-            for k, name in enumerate(names)
-        }
-        for name, job in jobs.items():
-            try:
-                state, result = job.result()
-            except BrokenProcessPool as exc:
-                raise RuntimeError(
-                    f"baseline {name}: its training process died (killed, or out of memory?): {exc}"
-                ) from exc
-            except Exception as exc:
-                raise RuntimeError(f"baseline {name}: training failed in its process: {exc}") from exc
-            model = SENSOR_BASELINES[name](f.n_features, n_a, h, config.model.hidden)
-            model.load_state_dict(state)
-            fitted[name] = model.eval()
-            seconds[name] = result.seconds
-            log.info(
-                "baseline %s: val %.4f after %d steps (%.0f s)",
-                name,
-                result.best_val,
-                result.steps,
-                result.seconds,
-            )
-    return fitted, seconds
+    log.info("baselines %s: %d at a time, one torch thread each", " and ".join(names), workers)
+    jobs = {
+        f"baseline {name}": (_fit_sensor_baseline, (name, prepared, config, seed, k if progress else None))
+        for k, name in enumerate(names)
+    }
+    done = side_by_side(jobs, workers)
+    report.update(processes=workers, threads={})
+    for name in names:
+        state, result, threads = done[f"baseline {name}"]
+        weights = {key: torch.from_numpy(value) for key, value in state.items()}
+        fitted.update(restore_baselines({name: weights}, f, h, config.model.hidden))
+        report["seconds"][name] = result.seconds
+        report["threads"][name] = threads
+        log.info(
+            "baseline %s: val %.4f after %d steps (%.0f s)",
+            name,
+            result.best_val,
+            result.steps,
+            result.seconds,
+        )
+    return fitted, report
 
 
 def forecasters(
@@ -394,14 +382,12 @@ def restore_baselines(
 ) -> dict[str, torch.nn.Module]:
     """Baseline modules from the state dicts a checkpoint stores."""
     n_a = len(features.action_low)
-    makers = {
-        "linear": lambda: LinearARX(features.n_features, n_a, history),
-        "mlp": lambda: SensorMLP(features.n_features, n_a, history, hidden),
-        "gru": lambda: SensorGRU(features.n_features, n_a, history, hidden),
-    }
     out = {}
     for name, state in states.items():
-        module = makers[name]()
+        if name == "linear":
+            module: torch.nn.Module = LinearARX(features.n_features, n_a, history)
+        else:
+            module = SENSOR_BASELINES[name](features.n_features, n_a, history, hidden)
         module.load_state_dict(state)
         out[name] = module.eval()
     return out
@@ -454,7 +440,7 @@ def run(
     error, scale = band_errors(model, prepared.features, prepared.calib, EVAL_HORIZON)
     bands = calibrate(error, scale, config.level)
     stage("blend_and_bands")
-    baselines, baseline_seconds = train_baselines(prepared, config, seed, progress)
+    baselines, baseline_report = train_baselines(prepared, config, seed, progress)
     stage("baselines")
     sensors = [s.name for s in data.schema.sensors]
     metrics = evaluate_all(model, baselines, prepared, bands, sensors, seed)
@@ -463,8 +449,9 @@ def run(
         metrics["blend"] = blend_report
     metrics["train"] = {
         "train_s": round(result.seconds, 1),
-        "baseline_train_s": {k: round(v, 1) for k, v in baseline_seconds.items()},
-        "baseline_processes": min(len(SENSOR_BASELINES), cores()) if config.neural_baselines else 0,
+        "baseline_train_s": {k: round(v, 1) for k, v in baseline_report["seconds"].items()},
+        "baseline_processes": baseline_report["processes"],
+        "baseline_threads": baseline_report.get("threads", {}),
         "best_val": result.best_val,
         "select_on": list(config.select_on),
         "best_step": result.best_step,

@@ -116,7 +116,7 @@ class Trainer:
         position: int | None = None,
     ) -> None:
         """``progress``: a tqdm bar named ``label`` (on terminal line ``position`` below the
-        cursor, for bars of processes side by side)."""
+        cursor, for bars of processes side by side, which then clear it when done)."""
         self.config = config
         self.objective = objective
         self.train = train
@@ -147,7 +147,12 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(
-                total=c.steps, desc=self.label, unit="step", dynamic_ncols=True, position=self.position
+                total=c.steps,
+                desc=self.label,
+                unit="step",
+                dynamic_ncols=True,
+                position=self.position,
+                leave=self.position is None,  # bars side by side would overwrite each other's last line
             )
         started = time.perf_counter()
         best, best_step, best_state, bad, stopped_by = math.inf, 0, None, 0, "steps"
