@@ -748,3 +748,25 @@ def test_presence_equals_logsumexp_on_sharp_maps_value_and_gradient() -> None:
         (value * weights).sum().backward()
         (expected * weights).sum().backward()
         torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_points_and_presence_from_one_exp_equal_softmax_points_and_presence() -> None:
+    """PixelKeypointEncoder.points_and_presence (one exp over the maps for both) gives the
+    SpatialSoftmax's keypoints and the presence, values and gradients, on sharp and mild maps."""
+    from twin.model.encoders import PixelKeypointEncoder, SpatialSoftmax
+
+    torch.manual_seed(1)
+    soft = SpatialSoftmax(32, 32)
+    for spread in (1.0, 20.0, 300.0):
+        scaled = torch.randn(5, 16, 1024) * spread
+        scaled[:, :, 11] += 5 * spread
+        mine, reference = scaled.clone().requires_grad_(), scaled.clone().requires_grad_()
+        points, presence = PixelKeypointEncoder.points_and_presence(mine, soft.grid)
+        expected_points = soft.points(reference)
+        expected_presence = PixelKeypointEncoder.presence(reference)
+        torch.testing.assert_close(points, expected_points, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(presence, expected_presence, rtol=0, atol=0)
+        weights = torch.randn_like(points), torch.randn_like(presence)
+        ((points * weights[0]).sum() + (presence * weights[1]).sum()).backward()
+        ((expected_points * weights[0]).sum() + (expected_presence * weights[1]).sum()).backward()
+        torch.testing.assert_close(mine.grad, reference.grad, rtol=1e-4, atol=1e-6)
