@@ -462,6 +462,16 @@ def main(argv: list[str] | None = None) -> None:
                 f"{name}: one encode+predict step {stepped['step_ms']} ms streaming, "
                 f"{stepped['step_cold_ms']} ms reading every frame of its window"
             )
+    # the live worker steps each asset on WorkerConfig.torch_threads (1 by default): the step there
+    torch.set_num_threads(1)
+    try:
+        for name, path in paths.items():
+            if name == first or table[name].get("camera"):
+                one = model_timings(TwinModel.load(path), candidates=10, steps=2)["step_ms"]
+                scenes[name]["step_1_thread_ms"] = one
+                print(f"{name}: one encode+predict step {one} ms on one thread (the live worker's default)")
+    finally:
+        torch.set_num_threads(args.threads)
     result = {
         "bench": "model",
         "quick": args.quick,
