@@ -731,9 +731,9 @@ def test_a_near_tie_in_validation_keeps_the_later_weights_when_asked(tolerance, 
 
 
 def test_presence_equals_logsumexp_on_sharp_maps_value_and_gradient() -> None:
-    """The clamped log-sum-exp of PixelKeypointEncoder.presence is torch.logsumexp's, on maps
+    """The clamped log-sum-exp of SpatialSoftmax.presence is torch.logsumexp's, on maps
     whose cells lie far below their peaks (where exp underflows) as on mild ones."""
-    from twin.model.encoders import PixelKeypointEncoder
+    from twin.model.encoders import SpatialSoftmax
 
     torch.manual_seed(0)
     for spread in (1.0, 20.0, 30.0, 300.0):  # none, 77%, 96%, all but the peak clamped
@@ -741,7 +741,7 @@ def test_presence_equals_logsumexp_on_sharp_maps_value_and_gradient() -> None:
         scaled[:, :, 7] += 5 * spread  # one peak per map
         mine = scaled.float().requires_grad_()
         reference = scaled.float().requires_grad_()
-        value = PixelKeypointEncoder.presence(mine)
+        value = SpatialSoftmax.presence(mine)
         expected = 0.1 * (torch.logsumexp(reference, dim=-1) - math.log(1024))
         torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-6)
         weights = torch.randn_like(value)
@@ -751,9 +751,9 @@ def test_presence_equals_logsumexp_on_sharp_maps_value_and_gradient() -> None:
 
 
 def test_points_and_presence_from_one_exp_equal_softmax_points_and_presence() -> None:
-    """PixelKeypointEncoder.points_and_presence (one exp over the maps for both) gives the
-    SpatialSoftmax's keypoints and the presence, values and gradients, on sharp and mild maps."""
-    from twin.model.encoders import PixelKeypointEncoder, SpatialSoftmax
+    """SpatialSoftmax.points_and_presence (one exp over the maps for both) gives its
+    keypoints (the fused softmax's) and the presence, values and gradients, on sharp and mild maps."""
+    from twin.model.encoders import SpatialSoftmax
 
     torch.manual_seed(1)
     soft = SpatialSoftmax(32, 32)
@@ -761,9 +761,9 @@ def test_points_and_presence_from_one_exp_equal_softmax_points_and_presence() ->
         scaled = torch.randn(5, 16, 1024) * spread
         scaled[:, :, 11] += 5 * spread
         mine, reference = scaled.clone().requires_grad_(), scaled.clone().requires_grad_()
-        points, presence = PixelKeypointEncoder.points_and_presence(mine, soft.grid)
+        points, presence = soft.points_and_presence(mine)
         expected_points = soft.points(reference)
-        expected_presence = PixelKeypointEncoder.presence(reference)
+        expected_presence = SpatialSoftmax.presence(reference)
         torch.testing.assert_close(points, expected_points, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(presence, expected_presence, rtol=0, atol=0)
         weights = torch.randn_like(points), torch.randn_like(presence)

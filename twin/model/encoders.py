@@ -146,6 +146,52 @@ class SpatialSoftmax(nn.Module):
         b, k = scaled.shape[:2]
         return (torch.softmax(scaled, dim=-1) @ self.grid).reshape(b, 2 * k)
 
+    def points_and_presence(self, scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, K, HW) scaled logits (:meth:`scale`) -> keypoints (M, 2K), as :meth:`points`, and
+        each map's :meth:`presence` (M, K), from one pass of ``exp`` over the maps: the
+        softmax's weights are the presence's clamped terms over their sum (the same values within
+        float32 rounding, 6e-8 on a trained reader's keypoints; gradients likewise). One frame's
+        reading on 1 thread: 213-312 us against 347-484 for ``torch.softmax`` and the presence
+        each taking their own max and ``exp``. Only where the presence is wanted: for keypoints
+        alone :meth:`points`' fused softmax is faster (forward and backward of 128 x 16 maps of
+        32 x 32 on 1 thread, mild maps: 6 ms against 30; sharp ones: 42 against 33)."""
+        top, terms = self._clamped_terms(scaled)
+        total = terms.sum(dim=-1)
+        m, k = scaled.shape[:2]
+        points = ((terms / total[..., None]) @ self.grid).reshape(m, 2 * k)
+        return points, self._presence_of(top, total, scaled.shape[-1])
+
+    @staticmethod
+    def presence(scaled: torch.Tensor) -> torch.Tensor:
+        """(B, K, HW) logits over the temperature (:meth:`scale`) -> (B, K): 0.1 x
+        the log of the mean of ``exp(logit / temperature)`` over the map's cells: near the
+        highest logit where a few cells stand out (what the soft-argmax follows), near the mean
+        logit where none does.
+
+        Computed as ``max + log(sum(exp(max(logit - max, -80))))``, not ``torch.logsumexp``:
+        a sharp map's cells lie hundreds below its peak, and ``exp`` of a value whose result
+        underflows (below e^-87, float32's smallest normal) takes a slow path on x86 CPUs,
+        10x the time of an ordinary one. Clamped at -80 the terms stay normal and change the
+        sum by at most n x e^-80 for n cells (the peak's own term is 1): nothing in float32,
+        values equal to ``torch.logsumexp``'s, gradients within its rounding (0 for clamped
+        cells, whose true gradient is below e^-80); forward and backward on a camera training
+        batch (383 frames x 16 maps x 1,024 cells, 2 cores) took 27 ms against 151 ms. The max
+        is detached: the shift's gradient cancels (up to that n x e^-80). Logits must be
+        finite (a row of -inf or a +inf gives NaN here); the convolutions' outputs are.
+        """
+        top, terms = SpatialSoftmax._clamped_terms(scaled)
+        return SpatialSoftmax._presence_of(top, terms.sum(dim=-1), scaled.shape[-1])
+
+    @staticmethod
+    def _clamped_terms(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each map's detached max (M, K, 1) and ``exp(max(logit - max, -80))`` (M, K, HW)."""
+        top = scaled.detach().amax(dim=-1, keepdim=True)
+        return top, torch.exp((scaled - top).clamp_min(-80.0))
+
+    @staticmethod
+    def _presence_of(top: torch.Tensor, total: torch.Tensor, cells: int) -> torch.Tensor:
+        return 0.1 * (total.log() + top.squeeze(-1) - math.log(cells))
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.points(self.scale(maps))
 
@@ -197,7 +243,7 @@ class PixelKeypointEncoder(nn.Module):
     latent. ``pooling``: ``"concat"`` mixes all ``2 * frames * keypoints`` coordinates (where,
     and where a step ago); ``"presence"`` first pools each keypoint over the frames,
     weighted by how strongly its map lit up in each (a softmax over frames of the map's
-    log-mean-exp, see :meth:`presence`, times a learned gain, plus a learned bias per frame),
+    log-mean-exp, see :meth:`SpatialSoftmax.presence`, times a learned gain, plus a learned bias per frame),
     so the latent gets ``2 * keypoints`` coordinates: where the colour is, read from the frame
     that shows it best (with more than two ``frames``, one that shows it best in the last
     few: a cube the arm passes over for a frame or two is still read).
@@ -239,59 +285,14 @@ class PixelKeypointEncoder(nn.Module):
             self.presence_gain = nn.Parameter(torch.tensor(1.0))
         self.out = nn.Linear((1 if pooling == "presence" else frames) * 2 * keypoints, latent_dim)
 
-    @staticmethod
-    def presence(scaled: torch.Tensor) -> torch.Tensor:
-        """(B, K, HW) logits over the temperature (:meth:`SpatialSoftmax.scale`) -> (B, K): 0.1 x
-        the log of the mean of ``exp(logit / temperature)`` over the map's cells: near the
-        highest logit where a few cells stand out (what the soft-argmax follows), near the mean
-        logit where none does.
-
-        Computed as ``max + log(sum(exp(max(logit - max, -80))))``, not ``torch.logsumexp``:
-        a sharp map's cells lie hundreds below its peak, and ``exp`` of a value whose result
-        underflows (below e^-87, float32's smallest normal) takes a slow path on x86 CPUs,
-        10x the time of an ordinary one. Clamped at -80 the terms stay normal and change the
-        sum by at most n x e^-80 for n cells (the peak's own term is 1): nothing in float32,
-        values equal to ``torch.logsumexp``'s, gradients within its rounding (0 for clamped
-        cells, whose true gradient is below e^-80); forward and backward on a camera training
-        batch (383 frames x 16 maps x 1,024 cells, 2 cores) took 27 ms against 151 ms. The max
-        is detached: the shift's gradient cancels (up to that n x e^-80). Logits must be
-        finite (a row of -inf or a +inf gives NaN here); the convolutions' outputs are.
-        """
-        top, terms = PixelKeypointEncoder._clamped_terms(scaled)
-        return PixelKeypointEncoder._presence_of(top, terms.sum(dim=-1), scaled.shape[-1])
-
-    @staticmethod
-    def _clamped_terms(scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each map's detached max (M, K, 1) and ``exp(max(logit - max, -80))`` (M, K, HW)."""
-        top = scaled.detach().amax(dim=-1, keepdim=True)
-        return top, torch.exp((scaled - top).clamp_min(-80.0))
-
-    @staticmethod
-    def _presence_of(top: torch.Tensor, total: torch.Tensor, cells: int) -> torch.Tensor:
-        return 0.1 * (total.log() + top.squeeze(-1) - math.log(cells))
-
     def read(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each frame on its own: (M, 3, 64, 64) uint8 -> keypoints (M, 2K) in [-1, 1] and, for
-        presence pooling, each map's presence (M, K) (:meth:`presence`; None otherwise)."""
+        presence pooling, each map's presence (M, K) (:meth:`SpatialSoftmax.presence`; None otherwise)."""
         pixels = frames.float().mul_(1 / 255.0).sub_(0.5)  # no gradient: in place
         scaled = self.points.scale(self.maps(pixels))  # (M, K, H/2 * W/2)
         if self.frame_bias is None:
             return self.points.points(scaled), None
-        return self.points_and_presence(scaled, self.points.grid)
-
-    @staticmethod
-    def points_and_presence(scaled: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, K, HW) scaled logits, (HW, 2) cell centres -> keypoints (M, 2K), the soft arg-max
-        :meth:`SpatialSoftmax.points` gives, and :meth:`presence` (M, K), from one pass of
-        ``exp`` over the maps: the softmax's weights are the presence's clamped terms over their
-        sum (the same values within float32 rounding, 6e-8 on a trained reader's keypoints;
-        gradients likewise). One frame's reading on 1 thread: 213-312 us against 347-484 for
-        ``torch.softmax`` and the presence each taking their own max and ``exp``."""
-        top, terms = PixelKeypointEncoder._clamped_terms(scaled)
-        total = terms.sum(dim=-1)
-        m, k = scaled.shape[:2]
-        points = ((terms / total[..., None]) @ grid).reshape(m, 2 * k)
-        return points, PixelKeypointEncoder._presence_of(top, total, scaled.shape[-1])
+        return self.points.points_and_presence(scaled)
 
     def pool(self, readings: FrameReadings) -> torch.Tensor:
         """Read frames pooled over their stacks of n -> (N, latent_dim)."""

@@ -334,7 +334,11 @@ def train_baselines(
     n_a = len(f.action_low)
     started = time.perf_counter()
     fitted: dict[str, torch.nn.Module] = {"linear": LinearARX(f.n_features, n_a, h).fit(prepared.train)}
-    report: dict[str, Any] = {"seconds": {"linear": time.perf_counter() - started}, "processes": 0}
+    report: dict[str, Any] = {
+        "seconds": {"linear": time.perf_counter() - started},
+        "processes": 0,
+        "threads": {},
+    }
     workers = baseline_processes(config)
     if not workers:
         return fitted, report
@@ -345,7 +349,7 @@ def train_baselines(
         for k, name in enumerate(names)
     }
     done = side_by_side(jobs, workers)
-    report.update(processes=workers, threads={})
+    report["processes"] = workers
     for name in names:
         state, result, threads = done[f"baseline {name}"]
         weights = {key: torch.from_numpy(value) for key, value in state.items()}
@@ -451,7 +455,7 @@ def run(
         "train_s": round(result.seconds, 1),
         "baseline_train_s": {k: round(v, 1) for k, v in baseline_report["seconds"].items()},
         "baseline_processes": baseline_report["processes"],
-        "baseline_threads": baseline_report.get("threads", {}),
+        "baseline_threads": baseline_report["threads"],
         "best_val": result.best_val,
         "select_on": list(config.select_on),
         "best_step": result.best_step,
