@@ -129,3 +129,51 @@ def test_timings_time_a_stream_step_and_a_cold_step(checkpoint):
         "rollout_ms",
         "rollout_read_ms",
     }
+
+
+@pytest.mark.parametrize("reader", ["keypoints", "cnn"])
+def test_an_evaluation_reads_each_test_frame_once_and_scores_as_reading_every_window(checkpoint, reader):
+    """evaluate.read_frames: a keypoint reader's readings of the whole frame bank, which each
+    later encode only pools (Windows.frames gives them); the same scores and diagnostics as
+    reading every window's frames again. A CNN reader reads pairs whole: its windows stay."""
+    from twin.model.data import make_windows
+    from twin.model.encoders import FrameReadings
+    from twin.model.evaluate import diagnostics, read_frames, score
+    from twin.model.pipeline import forecasters
+
+    model = camera_twin(checkpoint, reader).model
+    data = oscillator_data(episodes=3, steps=40, seed=5)
+    rng = np.random.default_rng(5)
+    episodes = tuple(
+        dataclasses.replace(e, frames=rng.integers(0, 256, (len(e.obs), 64, 64, 3), dtype=np.uint8))
+        for e in data.episodes
+    )
+    data = dataclasses.replace(data, episodes=episodes)
+    f, h = checkpoint.features, model.history
+    windows = make_windows(data, f, h, 12, stride=2, frames=True)
+    read = read_frames(model, windows)
+    if reader == "cnn":
+        assert read is windows
+        return
+    assert read.frame_readings is not None and windows.frame_readings is None
+    assert len(read.frame_readings[0]) == len(windows.frame_bank)
+    readings = read.frames(slice(0, 7), slice(0, h))  # longer stacks than the reader's: it pools the last
+    assert isinstance(readings, FrameReadings) and readings.stacks.shape == (7, h)
+    feats = windows.features[:7, :h]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.encode(feats, readings), model.encode(feats, windows.frames(slice(0, 7), slice(0, h)))
+        )
+    assert read.take(np.array([4, 1])).frame_readings is read.frame_readings
+    sensors = [s.name for s in data.schema.sensors]
+    models = forecasters(model, {}, f, h)
+    expected = score(models, windows, f, sensors, horizons=(1, 10))
+    got = score(models, read, f, sensors, horizons=(1, 10))
+    for name in models:
+        for horizon in ("1", "10"):
+            assert got["nrmse"][name][horizon] == pytest.approx(expected["nrmse"][name][horizon], abs=2e-5)
+    before = diagnostics(model, f, windows, checkpoint.bands, seed=0, horizons=(1, 10))
+    after = diagnostics(model, f, read, checkpoint.bands, seed=0, horizons=(1, 10))
+    assert after["coverage90"] == pytest.approx(before["coverage90"], abs=1e-3)
+    assert after["shuffled_action_ratio_h10"] == pytest.approx(before["shuffled_action_ratio_h10"], abs=2e-3)
+    assert after["latent"]["effective_rank"] == pytest.approx(before["latent"]["effective_rank"], rel=1e-4)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bridge import StreamSchema
+from twin.model.encoders import FrameReadings
 
 CONTROL_HZ = 30.0
 
@@ -259,6 +260,9 @@ class Windows:
     ``extra`` (N, history + horizon, E) or None. Camera frames are not copied per window:
     ``frame_bank`` (M, 3, 64, 64) uint8 holds every frame once and ``frame_index``
     (N, history + horizon) points into it; :meth:`frames` gathers them for a few rows.
+    ``frame_readings``: every bank frame as a keypoint camera reader read it, keypoints
+    (M, 2K) and presence (M, K) or None, for windows encoded many times with the same weights
+    (:func:`twin.model.evaluate.read_frames`); :meth:`frames` then gives those readings.
     """
 
     features: torch.Tensor
@@ -267,6 +271,7 @@ class Windows:
     frame_bank: torch.Tensor | None = None
     frame_index: torch.Tensor | None = None
     extra: np.ndarray | None = None
+    frame_readings: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -277,11 +282,17 @@ class Windows:
 
     def frames(
         self, rows: slice | torch.Tensor = slice(None), cols: slice = slice(None)
-    ) -> torch.Tensor | None:
-        """Frames (n, len(cols), 3, 64, 64) uint8 of some rows and columns, or None."""
+    ) -> torch.Tensor | FrameReadings | None:
+        """Frames (n, len(cols), 3, 64, 64) uint8 of some rows and columns; with
+        ``frame_readings``, their readings (:class:`~twin.model.encoders.FrameReadings`, stacks of
+        len(cols) >= 2); or None."""
         if self.frame_bank is None or self.frame_index is None:
             return None
-        return self.frame_bank[self.frame_index[rows][:, cols]]
+        index = self.frame_index[rows][:, cols]
+        if self.frame_readings is not None:
+            points, presence = self.frame_readings
+            return FrameReadings(points, presence, index)
+        return self.frame_bank[index]
 
     def take(self, index: torch.Tensor | np.ndarray) -> Windows:
         index_np = np.asarray(index)
@@ -293,6 +304,7 @@ class Windows:
             self.frame_bank,
             None if self.frame_index is None else self.frame_index[index_t],
             None if self.extra is None else self.extra[index_np],
+            self.frame_readings,
         )
 
 

@@ -119,6 +119,13 @@ class FrameReadings:
     def __len__(self) -> int:
         return len(self.stacks)
 
+    def last(self, n: int) -> FrameReadings:
+        """The same readings with each stack cut to its last ``n`` frames (unchanged where a
+        stack holds n or fewer)."""
+        if self.stacks.shape[1] <= n:
+            return self
+        return FrameReadings(self.points, self.presence, self.stacks[:, -n:])
+
 
 class SpatialSoftmax(nn.Module):
     """Keypoints: (B, K, H, W) feature maps -> (B, 2K) the expected (x, y) of each map's softmax
@@ -313,10 +320,10 @@ class PixelKeypointEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor | FrameStacks | FrameReadings) -> torch.Tensor:
         """(B, >=n, 3, 64, 64) uint8, the last ``n = frames`` (the constructor's) read, or
-        :class:`FrameStacks` of n (each shared frame read once), or :class:`FrameReadings` of n
-        (frames read before) -> (B, latent_dim)."""
+        :class:`FrameStacks` of n (each shared frame read once), or :class:`FrameReadings` of
+        n or more (frames read before; the last n of each stack pooled) -> (B, latent_dim)."""
         if isinstance(frames, FrameReadings):
-            return self.pool(frames)
+            return self.pool(frames.last(self.n_frames))
         n = self.n_frames
         if isinstance(frames, FrameStacks):  # a stack of another length: pool() says so
             unique, stacks = frames.frames, frames.stacks

@@ -9,6 +9,7 @@ them?), and latent health (per-dimension std, effective rank).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 from twin.model.baselines import Forecaster, NeuralForecaster
 from twin.model.calibration import ConformalBands
 from twin.model.data import FeatureMap, Windows
+from twin.model.encoders import PixelKeypointEncoder
 from twin.model.jepa import JepaWorldModel
 from twin.model.losses import latent_health
 
@@ -55,6 +57,26 @@ def score(
             for i, sensor in enumerate(sensors)
         }
     return {"nrmse": nrmse, "nrmse_per_sensor": per_sensor}
+
+
+@torch.no_grad()
+def read_frames(model: JepaWorldModel, windows: Windows, batch: int = 512) -> Windows:
+    """``windows`` with every frame of their bank read once by ``model``'s keypoint camera reader
+    (:class:`~twin.model.encoders.PixelKeypointEncoder`, which reads frames one by one), so that
+    each later encode of them only pools those readings (``Windows.frame_readings``); the same
+    ``windows`` for a model without one. An evaluation encodes its test windows eight times
+    (each model's forecast, the bands, the shuffled actions, the latent health), each reading
+    every window's frames again: for the arm's camera, 4 frames a window. The readings belong to
+    the model's weights now: read again after changing them."""
+    camera = getattr(model.encoder, "camera", None)
+    if not isinstance(camera, PixelKeypointEncoder) or windows.frame_bank is None:
+        return windows
+    model.eval()
+    bank = windows.frame_bank
+    parts = [camera.read(bank[i : i + batch]) for i in range(0, len(bank), batch)]
+    points = torch.cat([p for p, _ in parts])
+    presence = None if parts[0][1] is None else torch.cat([q for _, q in parts])  # type: ignore[misc]
+    return dataclasses.replace(windows, frame_readings=(points, presence))
 
 
 def rollouts(

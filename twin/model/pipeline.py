@@ -36,6 +36,7 @@ from twin.model.evaluate import (
     diagnostics,
     nrmse_table,
     observed_future,
+    read_frames,
     rollouts,
     score,
 )
@@ -406,8 +407,9 @@ def evaluate_all(
     seed: int,
 ) -> dict[str, Any]:
     models = forecasters(model, baselines, prepared.features, model.history)
-    metrics = score(models, prepared.test, prepared.features, sensors)
-    metrics.update(diagnostics(model, prepared.features, prepared.test, checkpoint_bands, seed))
+    test = read_frames(model, prepared.test)  # a keypoint camera's frames read once, not per use
+    metrics = score(models, test, prepared.features, sensors)
+    metrics.update(diagnostics(model, prepared.features, test, checkpoint_bands, seed))
     metrics["test_windows"] = len(prepared.test)
     metrics["test_episodes"] = len(prepared.splits.test.episodes)
     return metrics
